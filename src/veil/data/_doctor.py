@@ -1,0 +1,151 @@
+"""`veil doctor` for the data layer: which driver, why, and what would make it faster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from veil._config import veil_home
+from veil.data._drivers import can_create_pool, data_dir, fs_type
+from veil.data._drivers._base import reflink_works
+from veil.data._pool import Pool, PoolInfo, _kernel_has_btrfs
+
+_COST = {
+    "btrfs": "snapshots and clones are O(1) in data size (btrfs copy-on-write subvolumes)",
+    "reflink": "snapshots and clones clone each file's extents (FICLONE): the cost grows with the "
+               "number of files, not their size; sizes are recorded but not enforced",
+    "copy": "snapshots store changed files once (content-addressed, deduplicated), but the first "
+            "snapshot, every clone and every restore copy all the data: their time and disk use "
+            "grow with the data; sizes are recorded but not enforced",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """What the data layer uses on this machine, and why."""
+
+    home: Path
+    data_dir: Path
+    driver: str
+    reason: str
+    cost: str
+    enforces_size: bool
+    saved: bool  # the home already holds volumes in this driver's format
+    checks: list[Check] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    pool: PoolInfo | None = None
+
+
+def doctor(*, home: Path | str | None = None) -> DoctorReport:
+    """Inspect the machine and the home without changing either."""
+    from veil.data._api import _reading
+    from veil.data._drivers.btrfs import quotas_enabled
+
+    path = Path(home).absolute() if home is not None else veil_home()
+    with _reading(path) as h:
+        saved = h.store.get_meta("driver") is not None
+        choice = h.choice()
+    data = data_dir(path)
+    fstype = fs_type(data)
+    pool_ok, pool_why = can_create_pool()
+    reflink = reflink_works(data / ".probe") if fstype != "btrfs" else True
+    shutil.rmtree(data / ".probe", ignore_errors=True)
+    checks = [
+        Check("data directory", True, f"{data} ({fstype})"),
+        Check("running as root", os.geteuid() == 0, f"uid {os.geteuid()}"),
+        Check("kernel btrfs support", _kernel_has_btrfs(), "/proc/filesystems"),
+        Check("btrfs-progs", shutil.which("btrfs") is not None,
+              shutil.which("btrfs") or "not installed"),
+        Check("can create a btrfs pool", pool_ok, pool_why),
+        Check("reflink (FICLONE) on the data directory", reflink, fstype),
+    ]
+    enforces = False
+    if choice.driver == "btrfs":
+        root = choice.root if choice.root.exists() else data
+        enforces = quotas_enabled(root)
+        checks.append(Check("btrfs quotas (sizes enforced)", enforces,
+                            "enabled" if enforces else "disabled or not readable"))
+    hints: list[str] = []
+    if choice.driver == "copy":
+        hints.append("for O(1) snapshots and clones: run veil as root (it creates a loop-backed "
+                     "btrfs pool in the veil home), or set VEIL_DATA_DIR to a directory on btrfs")
+        hints.append("for per-file copy-on-write: set VEIL_DATA_DIR to a directory on XFS "
+                     "(reflink=1) or btrfs")
+        if not pool_ok and "btrfs-progs" in pool_why:
+            hints.append("install btrfs-progs: apt-get install btrfs-progs")
+    elif choice.driver == "reflink":
+        hints.append("for O(1) snapshots and clones: run veil as root (loop-backed btrfs pool), "
+                     "or set VEIL_DATA_DIR to a directory on btrfs")
+    elif not enforces:
+        hints.append("volume sizes are not enforced: enable btrfs quotas as root "
+                     "(`btrfs quota enable MOUNTPOINT`)")
+    if saved and choice.driver != "btrfs":
+        hints.append("this home already holds volumes in the "
+                     f"{choice.driver} format; a faster driver applies to a new VEIL_HOME")
+    pool = Pool(path)
+    return DoctorReport(
+        home=path, data_dir=data, driver=choice.driver, reason=choice.reason,
+        cost=_COST[choice.driver], enforces_size=enforces if choice.driver == "btrfs" else False,
+        saved=saved, checks=checks, hints=hints, pool=pool.info() if pool.exists() else None,
+    )
+
+
+def pool_show(*, home: Path | str | None = None) -> PoolInfo:
+    """The loop-backed btrfs pool of this home (whether or not it exists yet)."""
+    return Pool(Path(home).absolute() if home is not None else veil_home()).info()
+
+
+def pool_create(size: int | None = None, *, home: Path | str | None = None) -> PoolInfo:
+    """Create the pool now (it is otherwise created on first use), e.g. with a chosen size."""
+    from veil.data._api import _writing
+    from veil.errors import AlreadyExists
+
+    path = Path(home).absolute() if home is not None else veil_home()
+    pool = Pool(path)
+    if pool.exists():
+        raise AlreadyExists(f"the pool {pool.image} already exists (see `veil pool grow`)")
+    with _writing(path, "creating the pool") as h:
+        if h.store.get_meta("driver") is not None and not h.choice().pool:
+            from veil.errors import InUse
+
+            raise InUse(f"this veil home already uses the {h.choice().driver} driver")
+        pool.create(size)
+        h.driver()  # records the choice: this home now uses the pool
+    return pool.info()
+
+
+def pool_grow(size: int, *, home: Path | str | None = None) -> PoolInfo:
+    """Grow the pool file and its filesystem, online."""
+    from veil.data._store import exclusive
+    from veil.errors import NotFound
+
+    path = Path(home).absolute() if home is not None else veil_home()
+    pool = Pool(path)
+    if not pool.exists():
+        raise NotFound(f"there is no pool at {pool.image}")
+    with exclusive(path, "growing the pool"):
+        pool.grow(size)
+    return pool.info()
+
+
+def pool_detach(*, home: Path | str | None = None) -> PoolInfo:
+    """Unmount the pool (its data stays in the pool file; the next veil command re-attaches it)."""
+    from veil.data._store import exclusive
+    from veil.errors import NotFound
+
+    path = Path(home).absolute() if home is not None else veil_home()
+    pool = Pool(path)
+    if not pool.exists():
+        raise NotFound(f"there is no pool at {pool.image}")
+    with exclusive(path, "detaching the pool"):
+        pool.detach()
+    return pool.info()

@@ -1,0 +1,171 @@
+"""What every data driver implements, and helpers they share."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from veil.errors import BackendError
+
+# Set VEIL_FAILPOINT=<name> to make the process stop (sleep) at that point, after writing its pid to
+# $VEIL_FAILPOINT_FILE: the crash tests kill it there with SIGKILL. Read once, at import.
+_FAILPOINT = os.environ.get("VEIL_FAILPOINT")
+
+
+def failpoint(name: str) -> None:
+    """Stop here forever if the crash tests asked to (see VEIL_FAILPOINT)."""
+    if _FAILPOINT is not None and name == _FAILPOINT:
+        Path(os.environ["VEIL_FAILPOINT_FILE"]).write_text(str(os.getpid()))
+        while True:
+            time.sleep(3600)
+
+
+class Progress(Protocol):
+    """Receives the amount of work of a long operation, then its advance, in bytes."""
+
+    def start(self, total: int, description: str) -> None: ...
+    def advance(self, n: int) -> None: ...
+
+
+class Driver(Protocol):
+    """The physical operations of the DataOps toolkit, on absolute paths the caller chooses."""
+
+    name: str
+    root: Path  # the directory under which this driver keeps volumes and snapshots
+    enforces_size: bool
+
+    def create_volume(self, path: Path, size: int | None) -> None: ...
+    def snapshot(
+        self, volume: Path, dest: Path, previous: Path | None, progress: Progress | None
+    ) -> None: ...
+    def clone(
+        self, snapshot: Path, dest: Path, size: int | None, progress: Progress | None
+    ) -> None: ...
+    def remove(self, path: Path) -> None: ...
+    def collect_garbage(self, live_snapshots: list[Path]) -> None: ...
+    def snapshot_location(self, object_id: str) -> str: ...
+
+
+def run(cmd: list[str], what: str) -> str:
+    """Run a storage command; its failure becomes a one-line BackendError."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise BackendError(f"{what}: {cmd[0]} is not installed") from e
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        detail = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise BackendError(f"{what}: {detail}")
+    return proc.stdout
+
+
+FICLONE = 0x40049409  # _IOW(0x94, 9, int), from linux/fs.h
+
+
+def reflink_file(src: Path | str, dst: Path | str) -> None:
+    """Copy-on-write copy of one file (FICLONE): shares the data extents, O(1) in the data."""
+    with open(src, "rb") as fs, open(dst, "wb") as fd:
+        fcntl.ioctl(fd.fileno(), FICLONE, fs.fileno())
+
+
+def plain_copy_file(src: Path | str, dst: Path | str) -> None:
+    shutil.copyfile(src, dst, follow_symlinks=False)
+
+
+def reflink_works(directory: Path) -> bool:
+    """Whether FICLONE works between two files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    a, b = directory / f".reflink-probe-{os.getpid()}", directory / f".reflink-probe-{os.getpid()}b"
+    try:
+        a.write_bytes(b"veil")
+        reflink_file(a, b)
+        return b.read_bytes() == b"veil"
+    except OSError:
+        return False
+    finally:
+        for p in (a, b):
+            p.unlink(missing_ok=True)
+
+
+def copy_tree(
+    src: Path,
+    dst: Path,
+    copy_file: Callable[[str, str], None],
+    progress: Progress | None = None,
+    description: str = "copying",
+) -> None:
+    """Recreate ``src`` at ``dst`` (which must not exist): files, symlinks, modes, times, owners
+    (as root), and hard links between files of the tree."""
+    is_root = os.geteuid() == 0
+    entries: list[tuple[str, os.stat_result]] = []
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            entries.append((p, st))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    if progress:
+        progress.start(total, description)
+    os.mkdir(dst)
+    links: dict[tuple[int, int], str] = {}
+    dirs: list[tuple[str, os.stat_result]] = [(str(dst), os.lstat(src))]
+    for p, st in entries:
+        out = os.path.join(dst, os.path.relpath(p, src))
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(out, 0o700)
+            dirs.append((out, st))
+            continue
+        if stat.S_ISLNK(mode):
+            os.symlink(os.readlink(p), out)
+        elif stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                os.link(links[key], out)
+                continue
+            copy_file(p, out)
+            links[key] = out
+            if progress:
+                progress.advance(st.st_size)
+        else:
+            continue  # sockets, fifos and devices are not data
+        apply_metadata(out, st.st_mode, st.st_mtime_ns, st.st_uid, st.st_gid, is_root)
+    for out, st in reversed(dirs):  # after their content, so the mtimes stay
+        apply_metadata(out, st.st_mode, st.st_mtime_ns, st.st_uid, st.st_gid, is_root)
+
+
+def apply_metadata(path: str, mode: int, mtime_ns: int, uid: int, gid: int, is_root: bool) -> None:
+    if is_root:
+        os.lchown(path, uid, gid)
+    if not stat.S_ISLNK(mode):
+        os.chmod(path, stat.S_IMODE(mode))
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def rmtree(path: Path) -> None:
+    """Remove a tree even where its directories are read-only; a missing path is fine."""
+
+    def onexc(func, p, exc):  # make the parent writable and try once more
+        if isinstance(exc, FileNotFoundError):
+            return
+        os.chmod(os.path.dirname(p), 0o700)
+        func(p)
+
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            if sys.version_info >= (3, 12):
+                shutil.rmtree(path, onexc=onexc)
+            else:
+                shutil.rmtree(path, onerror=lambda f, p, e: onexc(f, p, e[1]))
+        else:
+            os.unlink(path)
