@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up first.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench setup clean
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	./scripts/setup.sh
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/veil demo
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/data_volumes.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

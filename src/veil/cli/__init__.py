@@ -1,0 +1,69 @@
+"""The `veil` command: thin Typer wiring over the library. Imports nothing heavy."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from veil import __version__
+from veil.cli import pool, snapshot, volume
+from veil.cli._render import err_console
+from veil.cli.doctor import doctor
+from veil.errors import VeilError
+
+app = typer.Typer(
+    name="veil",
+    help="veil: private, reproducible AI on your own data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(volume.app, name="volume")
+app.add_typer(snapshot.app, name="snapshot")
+app.add_typer(pool.app, name="pool")
+app.command("doctor")(doctor)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Walk through volumes, snapshots, clones and restore on generated data."""
+    from veil.cli._demo import run_demo
+
+    run_demo()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"veil {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """veil: private, reproducible AI on your own data."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors end in one line on stderr and a non-zero exit code."""
+    try:
+        app(args=argv, prog_name="veil")  # standalone: usage errors print and raise SystemExit
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except VeilError as e:
+        err_console.print(f"error: {e}", markup=False)
+        code = e.exit_code
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        err_console.print(f"error: {e.strerror or e}{where}", markup=False)
+        code = 1
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.")
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code
