@@ -1,0 +1,124 @@
+"""Fixtures: a fresh veil home for each driver that can run on this machine.
+
+btrfs (veil's loop-backed pool, and an existing btrfs mount) and reflink (an XFS mount) need root
+and the kernel's filesystems. Where they are missing the tests skip, except in CI (CI=true), where
+a missing driver is a failure: CI must test every driver.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from veil.data._pool import Pool
+
+ROOT = os.geteuid() == 0
+HAS_BTRFS = ROOT and shutil.which("mkfs.btrfs") is not None and "btrfs" in Path(
+    "/proc/filesystems").read_text()
+HAS_XFS = ROOT and shutil.which("mkfs.xfs") is not None and "xfs" in Path(
+    "/proc/filesystems").read_text()
+
+
+def need(ok: bool, why: str) -> None:
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run every driver: {why}")
+        pytest.skip(why)
+
+
+def _loop_mount(tmp: Path, fs: str, size: str) -> Path:
+    img, mnt = tmp / f"{fs}.img", tmp / f"{fs}-mnt"
+    subprocess.run(["truncate", "-s", size, str(img)], check=True)
+    subprocess.run([f"mkfs.{fs}", "-q", str(img)], check=True, capture_output=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+    return mnt
+
+
+@pytest.fixture(scope="session")
+def xfs_mount(tmp_path_factory):
+    need(HAS_XFS, "needs root and mkfs.xfs for the reflink driver")
+    mnt = _loop_mount(tmp_path_factory.mktemp("xfs"), "xfs", "1G")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def btrfs_mount(tmp_path_factory):
+    need(HAS_BTRFS, "needs root and btrfs-progs for the btrfs driver")
+    mnt = _loop_mount(tmp_path_factory.mktemp("btrfs"), "btrfs", "1G")
+    subprocess.run(["btrfs", "quota", "enable", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+DRIVERS = ["copy", "btrfs", "btrfs-mounted", "reflink"]
+
+
+def make_home(kind: str, tmp_path: Path, monkeypatch, request) -> Path:
+    """A veil home whose driver is ``kind``; VEIL_HOME points at it."""
+    monkeypatch.delenv("VEIL_DATA_DIR", raising=False)
+    monkeypatch.delenv("VEIL_DRIVER", raising=False)
+    if kind == "copy":
+        home = tmp_path / "home"
+        monkeypatch.setenv("VEIL_DRIVER", "copy")
+    elif kind == "btrfs":  # veil's own loop-backed pool
+        need(HAS_BTRFS, "needs root and btrfs-progs for the btrfs pool")
+        home = tmp_path / "home"
+        monkeypatch.setenv("VEIL_POOL_SIZE", "512Mi")
+        request.addfinalizer(lambda: Pool(home).detach())
+    elif kind == "btrfs-mounted":  # a home on an existing btrfs filesystem
+        mnt = request.getfixturevalue("btrfs_mount")
+        home = mnt / f"home-{tmp_path.name}"
+    elif kind == "reflink":
+        mnt = request.getfixturevalue("xfs_mount")
+        home = mnt / f"home-{tmp_path.name}"
+        monkeypatch.setenv("VEIL_DRIVER", "reflink")
+    else:
+        raise AssertionError(kind)
+    monkeypatch.setenv("VEIL_HOME", str(home))
+    return home
+
+
+@pytest.fixture(params=DRIVERS)
+def home(request, tmp_path, monkeypatch) -> Path:
+    """A fresh veil home, once per driver."""
+    return make_home(request.param, tmp_path, monkeypatch, request)
+
+
+@pytest.fixture
+def copy_home(request, tmp_path, monkeypatch) -> Path:
+    return make_home("copy", tmp_path, monkeypatch, request)
+
+
+@pytest.fixture
+def pool_home(request, tmp_path, monkeypatch) -> Path:
+    return make_home("btrfs", tmp_path, monkeypatch, request)
+
+
+def write_tree(root: Path, files: dict[str, bytes | str]) -> None:
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            p.write_text(content)
+        else:
+            p.write_bytes(content)
+
+
+def read_tree(root: Path) -> dict[str, bytes | str]:
+    """Every file (bytes) and symlink ("-> target") under root, by relative path."""
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in filenames + dirnames:
+            p = Path(dirpath) / n
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = f"-> {os.readlink(p)}"
+            elif p.is_file():
+                out[rel] = p.read_bytes()
+    return out

@@ -1,0 +1,42 @@
+import pytest
+
+from veil.data import format_size, parse_size, validate_name
+from veil.errors import InvalidArgument
+
+
+@pytest.mark.parametrize("name", ["a", "inference-data", "v1.2_b", "0", "a" * 253])
+def test_valid_names_are_accepted(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("", "empty"), ("..", "'.' and '..'"), (".", "'.' and '..'"), ("a/b", "'/'"),
+     ("a" * 254, "at most 253"), ("Data", "not allowed"), ("a b", "not allowed"),
+     ("ü", "not allowed"), ("x;rm", "not allowed")],
+)
+def test_invalid_names_are_refused_with_the_reason(name, why):
+    with pytest.raises(InvalidArgument, match=why):
+        validate_name(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("50Gi", 50 * 2**30), ("1G", 10**9), ("500Mi", 500 * 2**20), ("1024", 1024),
+     ("1.5Ki", 1536), ("2Ti", 2 * 2**40), (" 7k ", 7000)],
+)
+def test_sizes_parse_like_kubernetes_quantities(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "abc", "12Qi", "-5Gi", "0", "1.2.3G", "Gi", "5 GB"])
+def test_sizes_that_do_not_parse_are_refused(text):
+    with pytest.raises(InvalidArgument, match="invalid size"):
+        parse_size(text)
+
+
+def test_format_size_uses_binary_units():
+    assert format_size(None) == "-"
+    assert format_size(512) == "512B"
+    assert format_size(50 * 2**30) == "50Gi"
+    assert format_size(1536) == "1.5Ki"
