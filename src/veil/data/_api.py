@@ -16,7 +16,7 @@ from veil._config import veil_home
 from veil.data._drivers import Choice, choose, open_driver
 from veil.data._drivers._base import Driver, Progress, failpoint
 from veil.data._names import MAX_NAME, parse_labels, parse_size, validate_name
-from veil.data._store import SnapshotRow, Store, VolumeRow, exclusive
+from veil.data._store import SnapshotRow, Store, VolumeRow, exclusive, try_exclusive
 from veil.errors import AlreadyExists, InUse, NotFound
 
 
@@ -117,17 +117,15 @@ class _Home:
             with store.tx() as db:
                 db.execute("DELETE FROM garbage WHERE loc = ?", (loc,))
             removed = True
+        for s in store.snapshots(states=("pending", "deleting")):  # before their volumes
+            driver.remove(self.abs(s.loc))
+            with store.tx() as db:
+                _forget_snapshot(db, s.id)
+            removed = True
         for v in store.volumes(("pending", "deleting")):
             driver.remove(self.abs(v.loc))
             with store.tx() as db:
-                db.execute("DELETE FROM snapshots WHERE volume_id = ? AND state != 'ready'",
-                           (v.id,))
                 db.execute("DELETE FROM volumes WHERE id = ?", (v.id,))
-            removed = True
-        for s in store.snapshots(states=("pending", "deleting")):
-            driver.remove(self.abs(s.loc))
-            with store.tx() as db:
-                db.execute("DELETE FROM snapshots WHERE id = ?", (s.id,))
             removed = True
         if removed:
             self.collect_garbage()
@@ -164,8 +162,14 @@ class _Home:
 
 @contextlib.contextmanager
 def _reading(home: Path | str | None) -> Iterator[_Home]:
+    """Open the home to read. If no writer holds the lock, first finish what a killed process
+    left (e.g. a restore killed after its switch), so readers never see a stale volume path."""
     h = _Home(home)
     try:
+        if h.store.get_meta("driver") is not None:
+            with try_exclusive(h.path) as locked:
+                if locked:
+                    h.recover()
         yield h
     finally:
         h.store.close()
@@ -181,6 +185,14 @@ def _writing(home: Path | str | None, what: str) -> Iterator[_Home]:
             yield h
     finally:
         h.store.close()
+
+
+def _forget_snapshot(db, snapshot_id: str) -> None:
+    """Drop a snapshot's row; clones made from it keep its name, marked deleted."""
+    db.execute("UPDATE volumes SET origin_snapshot_id = NULL, "
+               "origin_snapshot = origin_snapshot || ' (deleted)' "
+               "WHERE origin_snapshot_id = ?", (snapshot_id,))
+    db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
 
 
 def _dt(ts: float) -> datetime:
@@ -310,11 +322,8 @@ def delete_volume(
             h.driver().remove(h.abs(s.loc))
         h.driver().remove(h.abs(row.loc))
         with h.store.tx() as db:
-            db.execute("UPDATE volumes SET origin_snapshot_id = NULL, "
-                       "origin_snapshot = origin_snapshot || ' (deleted)' "
-                       "WHERE origin_snapshot_id IN (SELECT id FROM snapshots WHERE volume_id = ?)",
-                       (row.id,))
-            db.execute("DELETE FROM snapshots WHERE volume_id = ?", (row.id,))
+            for s in snaps:
+                _forget_snapshot(db, s.id)
             db.execute("DELETE FROM volumes WHERE id = ?", (row.id,))
         if snaps:
             h.collect_garbage()
@@ -413,10 +422,7 @@ def delete_snapshot(
         failpoint("snapshot.delete")
         h.driver().remove(h.abs(srow.loc))
         with h.store.tx() as db:
-            db.execute("UPDATE volumes SET origin_snapshot_id = NULL, "
-                       "origin_snapshot = origin_snapshot || ' (deleted)' "
-                       "WHERE origin_snapshot_id = ?", (srow.id,))
-            db.execute("DELETE FROM snapshots WHERE id = ?", (srow.id,))
+            _forget_snapshot(db, srow.id)
         h.collect_garbage()
 
 

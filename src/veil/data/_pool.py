@@ -55,7 +55,10 @@ class Pool:
         """Create the sparse pool file, make a btrfs on it with quotas enabled, and mount it."""
         size = size or self.default_size()
         if size < MIN_POOL_SIZE:
-            raise InvalidArgument(f"pool size must be at least {MIN_POOL_SIZE // 2**20}Mi")
+            raise InvalidArgument(
+                f"cannot create a btrfs pool of {size} bytes: the minimum is "
+                f"{MIN_POOL_SIZE // 2**20}Mi (set VEIL_POOL_SIZE or `veil pool create --size`)"
+            )
         if os.geteuid() != 0:
             raise BackendError("cannot create a btrfs pool: mounting it needs root")
         if not _kernel_has_btrfs():

@@ -179,6 +179,25 @@ def _snapshot(r: tuple) -> SnapshotRow:
 
 
 @contextlib.contextmanager
+def try_exclusive(home: Path) -> Iterator[bool]:
+    """Hold the home's write lock if it is free right now; yields whether it was taken."""
+    try:
+        fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a reader without write access to the home
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def exclusive(home: Path, what: str) -> Iterator[None]:
     """Hold the home's write lock; waits (telling the user once) if another veil process has it."""
     home.mkdir(parents=True, exist_ok=True)
