@@ -57,8 +57,7 @@ def doctor(*, home: Path | str | None = None) -> DoctorReport:
     data = data_dir(path)
     fstype = fs_type(data)
     pool_ok, pool_why = can_create_pool()
-    reflink = reflink_works(data / ".probe") if fstype != "btrfs" else True
-    shutil.rmtree(data / ".probe", ignore_errors=True)
+    reflink = reflink_works(data / ".reflink-probe") if fstype != "btrfs" else True
     checks = [
         Check("data directory", True, f"{data} ({fstype})"),
         Check("running as root", os.geteuid() == 0, f"uid {os.geteuid()}"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -82,9 +83,10 @@ def plain_copy_file(src: Path | str, dst: Path | str) -> None:
 
 def reflink_works(directory: Path) -> bool:
     """Whether FICLONE works between two files in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    made = not directory.exists()
     a, b = directory / f".reflink-probe-{os.getpid()}", directory / f".reflink-probe-{os.getpid()}b"
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         a.write_bytes(b"veil")
         reflink_file(a, b)
         return b.read_bytes() == b"veil"
@@ -93,6 +95,9 @@ def reflink_works(directory: Path) -> bool:
     finally:
         for p in (a, b):
             p.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def copy_tree(

@@ -1,0 +1,157 @@
+"""The `veil` command, run as a real process: tables, --json, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VEIL = [sys.executable, "-m", "veil"]
+
+
+def veil(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([*VEIL, *args], capture_output=True, text=True, timeout=120)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_help_works_without_importing_torch():
+    code = ("import sys; from veil.cli import main; rc = main(['--help']); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert "volume" in veil("--help").stdout
+    assert veil("--version").stdout.startswith("veil ")
+
+
+def test_walkthrough_with_tables_and_json(copy_home):
+    out = veil("volume", "create", "inference-data", "--size", "50Gi", "--label", "team=a").stdout
+    assert "Volume 'inference-data' created (copy, size 50Gi)" in out
+    path = Path(veil("volume", "path", "inference-data").stdout.strip())
+    assert path == copy_home / "volumes" / "inference-data"
+    (path / "img.jpg").write_bytes(b"\xff\xd8 pixels")
+    veil("snapshot", "create", "inference-data", "--name", "baseline", "--label", "run=r1")
+    default = json.loads(veil("snapshot", "create", "inference-data", "--json").stdout)
+    assert default["name"].startswith("snap-")
+    listing = veil("snapshot", "list", "inference-data").stdout
+    assert "baseline" in listing and "run=r1" in listing and default["name"] in listing
+    clone = json.loads(veil("volume", "clone", "inference-data", "exp-1", "--snapshot",
+                            "baseline", "--json").stdout)
+    assert clone["origin_volume"] == "inference-data" and clone["origin_snapshot"] == "baseline"
+    assert (Path(clone["path"]) / "img.jpg").read_bytes() == b"\xff\xd8 pixels"
+    (path / "img.jpg").write_bytes(b"overwritten")
+    veil("snapshot", "restore", "inference-data", "baseline")
+    assert (path / "img.jpg").read_bytes() == b"\xff\xd8 pixels"
+    vols = json.loads(veil("volume", "list", "--json").stdout)
+    assert [v["name"] for v in vols] == ["exp-1", "inference-data"]
+    assert vols[1]["size"] == 50 * 2**30 and vols[1]["labels"] == {"team": "a"}
+    table = veil("volume", "list").stdout
+    assert "inference-data@baseline" in table and "50Gi" in table
+    veil("volume", "delete", "exp-1")
+    veil("volume", "delete", "inference-data", "--with-snapshots")
+    assert json.loads(veil("volume", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["volume", "create", "Bad_Name"], "not allowed"),
+        (["volume", "create", ".."], "'.' and '..'"),
+        (["volume", "create", "a" * 254], "at most 253"),
+        (["volume", "create", "x", "--size", "fifty"], "invalid size"),
+        (["volume", "create", "x", "--label", "oops"], "key=value"),
+        (["volume", "create", "taken"], "already exists"),
+        (["volume", "delete", "ghost"], "no volume named 'ghost'"),
+        (["volume", "delete", "taken"], "has 1 snapshot"),
+        (["volume", "path", "ghost"], "no volume named"),
+        (["volume", "clone", "taken", "c", "--snapshot", "ghost"], "no snapshot named 'ghost'"),
+        (["snapshot", "create", "ghost"], "no volume named"),
+        (["snapshot", "create", "taken", "--name", "s"], "already has a snapshot"),
+        (["snapshot", "delete", "taken", "ghost"], "no snapshot named"),
+        (["snapshot", "restore", "taken", "ghost"], "no snapshot named"),
+        (["pool", "grow", "--size", "1Gi"], "no pool"),
+        (["pool", "grow", "--size", "big"], "invalid size"),
+    ],
+)
+def test_user_errors_are_one_line_and_non_zero(copy_home, args, message):
+    veil("volume", "create", "taken")
+    veil("snapshot", "create", "taken", "--name", "s")
+    before = veil("volume", "list", "--json").stdout
+    p = veil(*args, ok=False)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    assert veil("volume", "list", "--json").stdout == before
+
+
+def test_usage_errors_exit_2_without_traceback(copy_home):
+    p = veil("volume", "create", ok=False)
+    assert p.returncode == 2 and "Missing argument" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_doctor_reports_driver_reason_and_hints(copy_home):
+    r = json.loads(veil("doctor", "--json").stdout)
+    assert r["driver"] == "copy" and r["reason"] and r["hints"]
+    text = veil("doctor").stdout
+    assert "data driver:  copy" in text and "hint:" in text
+
+
+def test_pool_show_without_a_pool(copy_home):
+    assert "No pool" in veil("pool", "show").stdout
+    assert json.loads(veil("pool", "show", "--json").stdout)["exists"] is False
+
+
+def test_pool_lifecycle_from_the_command_line(pool_home):
+    veil("pool", "create", "--size", "300Mi")
+    assert json.loads(veil("pool", "show", "--json").stdout)["size"] == 300 * 2**20
+    veil("volume", "create", "v")
+    veil("pool", "grow", "--size", "600Mi")
+    assert "Mounted at" in veil("pool", "show").stdout
+    veil("pool", "detach")
+    assert "Mounted:    no" in veil("pool", "show").stdout
+    assert veil("volume", "path", "v").stdout.strip().endswith("/volumes/v")
+    veil("snapshot", "create", "v")  # re-attaches
+    assert json.loads(veil("pool", "show", "--json").stdout)["mounted"] is True
+    p = veil("pool", "create", ok=False)
+    assert "already exists" in p.stderr
+
+
+def test_a_non_root_user_gets_the_copy_driver(tmp_path):
+    """As uid 65534 on ext4, veil picks the copy driver and every operation works."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    home = Path("/tmp") / f"veil-nonroot-{os.getpid()}"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    code = f"""
+import os
+from veil import data
+import veil.data._api, veil.data._doctor, veil.data._drivers.btrfs, veil.data._drivers.copy
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # a real non-root process from here
+home = {str(home)!r}
+r = data.doctor(home=home)
+assert r.driver == "copy", r
+assert any("root" in h for h in r.hints), r.hints
+v = data.create_volume("mine", home=home)
+(v.path / "f").write_text("hello")
+data.create_snapshot("mine", "s", home=home)
+(v.path / "f").write_text("changed")
+c = data.clone_volume("mine", "c", snapshot="s", home=home)
+assert (c.path / "f").read_text() == "hello"
+data.restore_snapshot("mine", "s", home=home)
+assert (v.path / "f").read_text() == "hello"
+assert not os.path.exists(os.path.join(home, "pool"))
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)
