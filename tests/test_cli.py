@@ -108,15 +108,18 @@ def test_pool_show_without_a_pool(copy_home):
 
 def test_pool_lifecycle_from_the_command_line(pool_home):
     veil("pool", "create", "--size", "300Mi")
-    assert json.loads(veil("pool", "show", "--json").stdout)["size"] == 300 * 2**20
+    info = json.loads(veil("pool", "show", "--json").stdout)
+    assert info["size"] == 300 * 2**20 and info["free"] < 300 * 2**20  # that file is what's mounted
     veil("volume", "create", "v")
+    (Path(veil("volume", "path", "v").stdout.strip()) / "kept.txt").write_text("kept")
     veil("pool", "grow", "--size", "600Mi")
     assert "Mounted at" in veil("pool", "show").stdout
+    assert 300 * 2**20 < json.loads(veil("pool", "show", "--json").stdout)["free"] < 600 * 2**20
     veil("pool", "detach")
     assert "Mounted:    no" in veil("pool", "show").stdout
-    assert veil("volume", "path", "v").stdout.strip().endswith("/volumes/v")
-    veil("snapshot", "create", "v")  # re-attaches
+    veil("snapshot", "create", "v", "--name", "after-detach")  # re-attaches
     assert json.loads(veil("pool", "show", "--json").stdout)["mounted"] is True
+    assert (Path(veil("volume", "path", "v").stdout.strip()) / "kept.txt").read_text() == "kept"
     p = veil("pool", "create", ok=False)
     assert "already exists" in p.stderr
 

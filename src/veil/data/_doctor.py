@@ -105,20 +105,27 @@ def pool_show(*, home: Path | str | None = None) -> PoolInfo:
 
 def pool_create(size: int | None = None, *, home: Path | str | None = None) -> PoolInfo:
     """Create the pool now (it is otherwise created on first use), e.g. with a chosen size."""
-    from veil.data._api import _writing
-    from veil.errors import AlreadyExists
+    from veil.data._api import _Home
+    from veil.data._store import exclusive
+    from veil.errors import AlreadyExists, InUse
 
     path = Path(home).absolute() if home is not None else veil_home()
     pool = Pool(path)
-    if pool.exists():
-        raise AlreadyExists(f"the pool {pool.image} already exists (see `veil pool grow`)")
-    with _writing(path, "creating the pool") as h:
-        if h.store.get_meta("driver") is not None and not h.choice().pool:
-            from veil.errors import InUse
-
-            raise InUse(f"this veil home already uses the {h.choice().driver} driver")
-        pool.create(size)
-        h.driver()  # records the choice: this home now uses the pool
+    with exclusive(path, "creating the pool"):
+        if pool.exists():
+            raise AlreadyExists(f"the pool {pool.image} already exists (see `veil pool grow`)")
+        h = _Home(path)
+        try:
+            saved = h.store.get_meta("driver")
+            if saved is not None and not h.choice().pool:
+                raise InUse(f"this veil home already uses the {h.choice().driver} driver")
+            forced = os.environ.get("VEIL_DRIVER")
+            if forced and forced != "btrfs":
+                raise InUse(f"VEIL_DRIVER={forced} is set: this home would not use the pool")
+            pool.create(size)  # before anything opens the driver, which would make a default one
+            h.driver()  # records the choice: this home now uses the pool
+        finally:
+            h.store.close()
     return pool.info()
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.data._drivers._base import run
-from veil.errors import BackendError, InvalidArgument
+from veil.errors import AlreadyExists, BackendError, InvalidArgument
 
 DEFAULT_POOL_SIZE = 64 * 2**30
 MIN_POOL_SIZE = 256 * 2**20  # mkfs.btrfs refuses much smaller devices
@@ -53,6 +53,8 @@ class Pool:
 
     def create(self, size: int | None = None) -> None:
         """Create the sparse pool file, make a btrfs on it with quotas enabled, and mount it."""
+        if self.exists():
+            raise AlreadyExists(f"the pool {self.image} already exists")
         size = size or self.default_size()
         if size < MIN_POOL_SIZE:
             raise InvalidArgument(

@@ -52,22 +52,22 @@ class CopyDriver:
         known: dict[str, dict] = {}
         if previous is not None and previous.exists():
             known = {e["p"]: e for e in read_manifest(previous) if e["t"] == "f"}
-        walk: list[tuple[str, os.stat_result]] = []
+        walk: list[tuple[str, str, os.stat_result]] = []
         todo = 0
         for dirpath, dirnames, filenames in os.walk(volume):
             dirnames.sort()
-            for n in sorted(dirnames) + sorted(filenames):
+            reldir = os.path.relpath(dirpath, volume)  # once per directory, not per file
+            for n in dirnames + sorted(filenames):
                 p = os.path.join(dirpath, n)
+                rel = n if reldir == "." else f"{reldir}/{n}"
                 st = os.lstat(p)
-                walk.append((p, st))
-                if stat.S_ISREG(st.st_mode) and not _unchanged(known.get(_rel(p, volume)), st):
+                walk.append((p, rel, st))
+                if stat.S_ISREG(st.st_mode) and not _unchanged(known.get(rel), st):
                     todo += st.st_size
         if progress:
             progress.start(todo, "snapshot (copy)")
-        root_st = os.lstat(volume)
-        entries = [_entry(".", "d", root_st)]
-        for p, st in walk:
-            rel = _rel(p, volume)
+        entries = [_entry(".", "d", os.lstat(volume))]
+        for p, rel, st in walk:
             if stat.S_ISDIR(st.st_mode):
                 entries.append(_entry(rel, "d", st))
             elif stat.S_ISLNK(st.st_mode):
@@ -158,10 +158,6 @@ class CopyDriver:
         return total
 
 
-def _rel(p: str, volume: Path) -> str:
-    return os.path.relpath(p, volume)
-
-
 def _entry(rel: str, kind: str, st: os.stat_result) -> dict:
     return {
         "p": rel, "t": kind, "m": st.st_mode, "mt": st.st_mtime_ns, "u": st.st_uid,
@@ -192,10 +188,10 @@ def read_manifest(path: Path) -> list[dict]:
 def _write_manifest(dest: Path, entries: list[dict]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(f"{dest}.tmp")
+    body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
     with open(tmp, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
-            for e in entries:
-                f.write(json.dumps(e, separators=(",", ":")).encode() + b"\n")
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as f:
+            f.write(body)
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, dest)
