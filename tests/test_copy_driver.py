@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import read_tree, write_tree
 from veil import data
@@ -36,6 +40,7 @@ def test_unchanged_files_are_not_read_again(copy_home, monkeypatch):
     v = data.create_volume("ds")
     files = _many_files(50, 1000)
     write_tree(v.path, files)
+    time.sleep(0.05)  # files changed within a clock tick of a snapshot are re-read by the next
     data.create_snapshot("ds", "s1")
     hashed: list[str] = []
     real = copy_mod._hash_file
@@ -79,3 +84,52 @@ def test_deleting_snapshots_frees_content_no_snapshot_needs(copy_home):
     assert list(read_tree(data.volume_path("c"))) == ["keep.bin"]
     data.delete_volume("ds", with_snapshots=True, force=True)
     assert _store_bytes(copy_home) == 0
+
+
+def test_a_file_changed_right_after_a_snapshot_started_is_read_again(copy_home):
+    v = data.create_volume("ds")
+    write_tree(v.path, {"f.bin": b"A" * 100})
+    data.create_snapshot("ds", "s1")
+    write_tree(v.path, {"f.bin": b"B" * 100})  # same size, within the same few milliseconds
+    data.create_snapshot("ds", "s2")
+    data.clone_volume("ds", "c", snapshot="s2")
+    assert (data.volume_path("c") / "f.bin").read_bytes() == b"B" * 100
+
+
+def test_an_unreadable_directory_fails_the_snapshot_instead_of_skipping_it(tmp_path):
+    """As a non-root user a chmod 000 directory cannot be read: the snapshot must fail."""
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    home = Path("/tmp") / f"veil-unreadable-{os.getpid()}"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    code = f"""
+import os
+from veil import data
+from veil.errors import VeilError
+import veil.data._api, veil.data._doctor, veil.data._drivers.btrfs, veil.data._drivers.copy
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+home = {str(home)!r}
+v = data.create_volume("v", home=home)
+(v.path / "secret").mkdir(); (v.path / "secret" / "f").write_text("x")
+os.chmod(v.path / "secret", 0)
+try:
+    data.create_snapshot("v", "s", home=home)
+except PermissionError:
+    pass
+else:
+    raise SystemExit("the snapshot skipped an unreadable directory")
+assert data.list_snapshots("v", home=home) == []
+data.delete_volume("v", home=home)  # and the volume can still be deleted
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr + p.stdout
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)

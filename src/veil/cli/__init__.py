@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import typer
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except VeilError as e:
         err_console.print(f"error: {e}", markup=False)
         code = e.exit_code
+    except sqlite3.Error as e:
+        err_console.print(f"error: veil's metadata database: {e}", markup=False)
+        code = 1
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         err_console.print(f"error: {e.strerror or e}{where}", markup=False)

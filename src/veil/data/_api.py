@@ -231,6 +231,8 @@ def _undo(h: _Home, objects: list[tuple[str, str]]) -> None:
                 h.driver().remove(h.abs(row[0]))
             with h.store.tx() as db:
                 db.execute(f"DELETE FROM {table} WHERE id = ?", (oid,))
+    with contextlib.suppress(Exception):
+        h.collect_garbage()  # content a failed copy snapshot stored and nothing refers to
 
 
 # -- volumes -------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ class DoctorReport:
 
 
 def doctor(*, home: Path | str | None = None) -> DoctorReport:
-    """Inspect the machine and the home without changing either."""
+    """Inspect the machine and the home. It changes nothing of the user's, but like any veil
+    command it first finishes the recovery of an operation a killed process left, and it mounts
+    the home's pool if it is detached."""
     from veil.data._api import _reading
     from veil.data._drivers.btrfs import quotas_enabled
 

@@ -67,15 +67,22 @@ class Pool:
             raise BackendError("cannot create a btrfs pool: the kernel has no btrfs support")
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.image.with_suffix(".img.tmp")
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
         try:
             with open(tmp, "wb") as f:
                 f.truncate(size)
             run(["mkfs.btrfs", "-q", "-L", "veil-pool", str(tmp)], "cannot create a btrfs pool")
-            os.replace(tmp, self.image)  # the pool exists only once it is a whole filesystem
+            run(["mount", "-o", "loop", str(tmp), str(self.mountpoint)],
+                "cannot create a btrfs pool: mounting it failed")
+            try:
+                run(["btrfs", "quota", "enable", str(self.mountpoint)],
+                    "cannot create a btrfs pool: enabling quotas failed")
+            except BaseException:
+                run(["umount", str(self.mountpoint)], "cannot unmount the failed pool")
+                raise
+            os.replace(tmp, self.image)  # the pool exists only once it is whole and mounted
         finally:
             tmp.unlink(missing_ok=True)
-        self.attach()
-        run(["btrfs", "quota", "enable", str(self.mountpoint)], "cannot enable pool quotas")
 
     def attach(self) -> None:
         """Mount the pool file (after a reboot or `veil pool detach`)."""

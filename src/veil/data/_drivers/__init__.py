@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -28,8 +29,13 @@ class Choice:
 
 
 def data_dir(home: Path) -> Path:
+    """Where the drivers keep data: the home, or a folder of this home's own in VEIL_DATA_DIR
+    (two homes sharing one data directory must never see each other's objects)."""
     env = os.environ.get("VEIL_DATA_DIR")
-    return Path(env).expanduser().absolute() if env else home
+    if not env:
+        return home
+    tag = hashlib.sha256(str(home.absolute()).encode()).hexdigest()[:12]
+    return Path(env).expanduser().absolute() / f"veil-{tag}"
 
 
 def fs_type(path: Path) -> str:
@@ -58,7 +64,8 @@ def choose(home: Path, forced: str | None = None) -> Choice:
     if forced is not None and forced not in DRIVERS:
         raise InvalidArgument(f"unknown driver {forced!r}: choose one of {', '.join(DRIVERS)}")
     if forced in (None, "btrfs"):
-        if fstype == "btrfs":
+        if fstype == "btrfs" and os.geteuid() == 0 and shutil.which("btrfs"):
+            # non-root users could not delete read-only snapshots: they get reflink on btrfs
             return Choice("btrfs", data / "btrfs", f"{data} is on a btrfs filesystem")
         if pool.exists():
             return Choice("btrfs", pool.mountpoint, f"veil's btrfs pool {pool.image}", pool=True)

@@ -8,7 +8,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +111,7 @@ def copy_tree(
     is_root = os.geteuid() == 0
     entries: list[tuple[str, os.stat_result]] = []
     total = 0
-    for dirpath, dirnames, filenames in os.walk(src):
+    for dirpath, dirnames, filenames in os.walk(src, onerror=_raise):
         for n in dirnames + filenames:
             p = os.path.join(dirpath, n)
             st = os.lstat(p)
@@ -149,6 +148,10 @@ def copy_tree(
         apply_metadata(out, st.st_mode, st.st_mtime_ns, st.st_uid, st.st_gid, is_root)
 
 
+def _raise(err: OSError) -> None:
+    raise err  # an unreadable directory must fail the operation, not be skipped silently
+
+
 def apply_metadata(path: str, mode: int, mtime_ns: int, uid: int, gid: int, is_root: bool) -> None:
     if is_root:
         os.lchown(path, uid, gid)
@@ -158,19 +161,22 @@ def apply_metadata(path: str, mode: int, mtime_ns: int, uid: int, gid: int, is_r
 
 
 def rmtree(path: Path) -> None:
-    """Remove a tree even where its directories are read-only; a missing path is fine."""
-
-    def onexc(func, p, exc):  # make the parent writable and try once more
-        if isinstance(exc, FileNotFoundError):
+    """Remove a tree even where its directories are read-only or unreadable; a missing path is
+    fine."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    for _ in range(3):
+        try:
+            shutil.rmtree(path)
             return
-        os.chmod(os.path.dirname(p), 0o700)
-        func(p)
-
-    if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            if sys.version_info >= (3, 12):
-                shutil.rmtree(path, onexc=onexc)
-            else:
-                shutil.rmtree(path, onerror=lambda f, p, e: onexc(f, p, e[1]))
-        else:
-            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except PermissionError:  # open up every directory we own, then try again
+            for dirpath, dirnames, _files in os.walk(path):
+                for d in [dirpath, *(os.path.join(dirpath, n) for n in dirnames)]:
+                    with contextlib.suppress(OSError):
+                        os.chmod(d, 0o700)
+    shutil.rmtree(path)

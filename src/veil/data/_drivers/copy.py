@@ -15,12 +15,14 @@ import json
 import os
 import shutil
 import stat
+import time
 import uuid
 from pathlib import Path
 
-from veil.data._drivers._base import Progress, apply_metadata, failpoint, rmtree
+from veil.data._drivers._base import Progress, _raise, apply_metadata, failpoint, rmtree
 
 _CHUNK = 1 << 20
+_CLOCK_TICK_NS = 20_000_000  # more than one jiffy at any HZ (10 ms at HZ=100)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -49,12 +51,19 @@ class CopyDriver:
         self, volume: Path, dest: Path, previous: Path | None, progress: Progress | None
     ) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
+        # file times come from the kernel's coarse clock, up to a tick behind time.time_ns()
+        started = time.time_ns() - _CLOCK_TICK_NS
         known: dict[str, dict] = {}
         if previous is not None and previous.exists():
-            known = {e["p"]: e for e in read_manifest(previous) if e["t"] == "f"}
+            prev_entries = read_manifest(previous)
+            # A file changed in the same clock tick as the previous snapshot read it can keep its
+            # times: trust the times only of files last changed before that snapshot started.
+            trusted_before = prev_entries[0].get("started", 0)
+            known = {e["p"]: e for e in prev_entries
+                     if e["t"] == "f" and e["c"] < trusted_before}
         walk: list[tuple[str, str, os.stat_result]] = []
         todo = 0
-        for dirpath, dirnames, filenames in os.walk(volume):
+        for dirpath, dirnames, filenames in os.walk(volume, onerror=_raise):
             dirnames.sort()
             reldir = os.path.relpath(dirpath, volume)  # once per directory, not per file
             for n in dirnames + sorted(filenames):
@@ -66,7 +75,7 @@ class CopyDriver:
                     todo += st.st_size
         if progress:
             progress.start(todo, "snapshot (copy)")
-        entries = [_entry(".", "d", os.lstat(volume))]
+        entries = [{**_entry(".", "d", os.lstat(volume)), "started": started}]
         for p, rel, st in walk:
             if stat.S_ISDIR(st.st_mode):
                 entries.append(_entry(rel, "d", st))
