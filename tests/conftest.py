@@ -122,3 +122,33 @@ def read_tree(root: Path) -> dict[str, bytes | str]:
             elif p.is_file():
                 out[rel] = p.read_bytes()
     return out
+
+
+def run_as_nobody(body: str) -> None:
+    """Run ``body`` in a real process that drops to uid/gid 65534 after importing veil, with a
+    fresh home (``home``, owned by that user) and no VEIL_* settings; it must print "ok".
+
+    The interpreter starts as root because this machine's Python lives under /root (mode 0700)."""
+    import sys
+
+    if not ROOT:
+        pytest.skip("needs root to switch to another user")
+    home = Path("/tmp") / f"veil-nobody-{os.getpid()}"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    code = (
+        "import os\n"
+        "from veil import data\n"
+        "from veil.errors import VeilError\n"
+        "import veil.data._api, veil.data._doctor, veil.data._drivers.btrfs\n"
+        "import veil.data._drivers.copy\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        f"home = {str(home)!r}\n" + body + "\nprint('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr + p.stdout
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)

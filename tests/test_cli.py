@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_as_nobody
 
 VEIL = [sys.executable, "-m", "veil"]
 
@@ -124,19 +125,9 @@ def test_pool_lifecycle_from_the_command_line(pool_home):
     assert "already exists" in p.stderr
 
 
-def test_a_non_root_user_gets_the_copy_driver(tmp_path):
+def test_a_non_root_user_gets_the_copy_driver():
     """As uid 65534 on ext4, veil picks the copy driver and every operation works."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to another user")
-    home = Path("/tmp") / f"veil-nonroot-{os.getpid()}"
-    home.mkdir()
-    os.chown(home, 65534, 65534)
-    code = f"""
-import os
-from veil import data
-import veil.data._api, veil.data._doctor, veil.data._drivers.btrfs, veil.data._drivers.copy
-os.setgroups([]); os.setgid(65534); os.setuid(65534)  # a real non-root process from here
-home = {str(home)!r}
+    run_as_nobody("""
 r = data.doctor(home=home)
 assert r.driver == "copy", r
 assert any("root" in h for h in r.hints), r.hints
@@ -149,12 +140,4 @@ assert (c.path / "f").read_text() == "hello"
 data.restore_snapshot("mine", "s", home=home)
 assert (v.path / "f").read_text() == "hello"
 assert not os.path.exists(os.path.join(home, "pool"))
-print("ok")
-"""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
-    try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           env=env, timeout=120)
-        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
-    finally:
-        subprocess.run(["rm", "-rf", str(home)], check=False)
+""")
