@@ -19,6 +19,8 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/data_volumes.py
+	$(BIN)/python benchmarks/privacy_tradeoff.py
+	$(BIN)/python benchmarks/privacy_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

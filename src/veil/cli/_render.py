@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,8 @@ def to_plain(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, datetime):
         return obj.isoformat(timespec="seconds")
+    if isinstance(obj, float) and (math.isinf(obj) or math.isnan(obj)):
+        return None  # JSON has no infinity
     return obj
 
 

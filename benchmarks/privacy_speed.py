@@ -1,0 +1,66 @@
+"""Obfuscation cost for one 1920x1080 frame through the shapes classifier, side by side.
+
+    .venv/bin/python benchmarks/privacy_speed.py [--device cpu|cuda] [--repeats 15]
+
+Fits (or reuses) the ALPHA 0.8 Laplace obfuscator of benchmarks/privacy_tradeoff.py's workdir,
+then times head, obfuscation and tail on one random 1080p input, interleaving clean
+(head + tail) and private (head + obfuscation + tail) runs. Target (issue 3): obfuscation adds
+<= 5% to head + tail on CPU; on an H100, <= 1 ms per frame. Writes
+benchmarks/out/privacy_speed_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from veil.privacy import _measure, get_task
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("benchmarks/out/privacy"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--obf-repeats", type=int, default=200)
+    p.add_argument("--distribution", default="laplace")
+    args = p.parse_args()
+
+    task = get_task("shapes")
+    data = args.workdir / "data-speed"
+    if not (data / "dataset.json").exists():
+        task.generate(data, 0, {"train": 400, "attack": 1, "test": 1})
+    wd = args.workdir / "speed"
+    obf = _measure.obfuscators(task, data, [0.8], workdir=wd, distribution=args.distribution,
+                               epochs=1, device=args.device)[0.8]
+    r = _measure.bench(task, obf, repeats=args.repeats, obf_repeats=args.obf_repeats,
+                       device=args.device, verbose=True)
+    shape, act = "x".join(map(str, r.input_shape)), "x".join(map(str, r.activation_shape))
+    print(f"device {r.device}, {r.threads} threads, torch {torch.__version__}, input {shape}, "
+          f"activation {act}")
+    for name, t in (("head", r.head), ("obfuscation", r.obfuscation), ("tail", r.tail),
+                    ("head + tail", r.clean), ("head + obfuscation + tail", r.private)):
+        print(f"  {name:<26} median {t.median_ms:9.3f} ms   p99 {t.p99_ms:9.3f} ms   n={t.n}")
+    print(f"obfuscation / (head + tail): {100 * r.obfuscation_share:.2f}%  "
+          f"(interleaved end-to-end medians differ by {100 * r.measured_overhead:+.2f}%)")
+    print(f"bytes sent: activation {r.activation_bytes:,} vs raw 8-bit frame {r.raw_bytes:,} "
+          f"({r.activation_bytes / r.raw_bytes:.2f}x)")
+    if r.device == "cpu":
+        ok = r.obfuscation_share <= 0.05
+        print(f"target <= 5% on CPU: {'met' if ok else 'NOT met'}")
+    else:
+        ok = r.obfuscation.median_ms <= 1.0
+        print(f"target <= 1 ms per frame on GPU: {'met' if ok else 'NOT met'}")
+    out = Path("benchmarks/out")
+    out.mkdir(parents=True, exist_ok=True)
+    dev = args.device.replace(":", "")
+    (out / f"privacy_speed_{dev}.json").write_text(
+        json.dumps(dataclasses.asdict(r), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Utility against leakage on the test classifier: accuracy and white-box reconstruction per ALPHA.
+
+    .venv/bin/python benchmarks/privacy_tradeoff.py [--workdir benchmarks/out/privacy] [--quick]
+
+Generates the shapes data set (seed 0: 4,000 fit, 2,000 attack, 1,000 test images) unless it is
+there, fits one Laplace obfuscator per ALPHA (TR-4928's sweep plus 0.97, 0.98, 0.99), evaluates
+accuracy on the test split, trains a white-box inversion decoder per ALPHA on the attack split and
+scores it on the test split, then runs the averaging attack. Target (issue 3): at the smallest
+ALPHA whose reconstruction SSIM <= 0.2, accuracy >= 97% of clean. Prints the tables and writes
+benchmarks/out/privacy_tradeoff.json; plots and the image grid go to the workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from veil.privacy import _measure, get_task
+
+ALPHAS = (*_measure.SEED_ALPHAS, 0.97, 0.98, 0.99)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("benchmarks/out/privacy"))
+    p.add_argument("--quick", action="store_true", help="small data, short training")
+    p.add_argument("--attack-epochs", type=int, default=None)
+    p.add_argument("--distribution", default="laplace")
+    args = p.parse_args()
+
+    task = get_task("shapes")
+    sizes = ({"train": 800, "attack": 600, "test": 300} if args.quick
+             else {"train": 4000, "attack": 2000, "test": 1000})
+    data = args.workdir / ("data-quick" if args.quick else "data")
+    if not (data / "dataset.json").exists():
+        task.generate(data, 0, sizes)
+    attack_epochs = args.attack_epochs or (4 if args.quick else 20)
+    alphas = (0.4, 0.9, 0.95, 0.99) if args.quick else ALPHAS
+    wd = args.workdir / ("run-quick" if args.quick else "run") / args.distribution
+    torch.manual_seed(0)
+
+    t0 = time.time()
+    ev = _measure.evaluate(task, data, alphas, workdir=wd, distribution=args.distribution,
+                           verbose=True)
+    t1 = time.time()
+    at = _measure.attack(task, data, alphas, workdir=wd, distribution=args.distribution,
+                         attack_epochs=attack_epochs, verbose=True)
+    t2 = time.time()
+
+    acc = {r.alpha: r.value for r in ev.rows}
+    print(f"shapes-cnn ({task.load_model().identity['fingerprint']}), {args.distribution} noise, "
+          f"test split {at.test_images} images, attack split {at.attack_images} images, "
+          f"decoder {attack_epochs} epochs")
+    print(f"{'ALPHA':>6} {'accuracy':>9} {'of clean':>9} {'PSNR dB':>8} {'SSIM':>6} "
+          f"{'bits/elem':>9} {'bits/input':>10}")
+    for r in at.rows:
+        a = acc[None] if r.alpha == 0 else acc[r.alpha]
+        bits = "inf" if math.isinf(r.bits_per_element) else f"{r.bits_per_element:.4f}"
+        total = "inf" if math.isinf(r.bits_per_input) else f"{r.bits_per_input:.0f}"
+        print(f"{'clean' if r.alpha == 0 else f'{r.alpha:g}':>6} {a:9.4f} "
+              f"{a / acc[None]:9.3f} {r.psnr:8.2f} {r.ssim:6.3f} {bits:>9} {total:>10}")
+    print(f"averaging attack at ALPHA {at.averaging[0].alpha:g}:")
+    for r in at.averaging:
+        print(f"  k={r.k:<3} PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.3f}  "
+              f"bound {r.bits_per_element:.4f} bits/element")
+    op = at.operating_alpha
+    if op is None:
+        verdict = "no ALPHA reached SSIM <= 0.2: target not met"
+    else:
+        ratio = acc[op] / acc[None]
+        verdict = (f"smallest ALPHA with SSIM <= 0.2: {op:g}; accuracy there {acc[op]:.4f} = "
+                   f"{100 * ratio:.1f}% of clean {acc[None]:.4f} (target >= 97%: "
+                   f"{'met' if ratio >= 0.97 else 'NOT met'})")
+    print(verdict)
+    print(f"time: fit + evaluate {t1 - t0:.0f}s, attack {t2 - t1:.0f}s")
+    out = Path("benchmarks/out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "privacy_tradeoff.json").write_text(json.dumps({
+        "evaluate": json.loads(Path(ev.json_path).read_text()),
+        "attack": json.loads(Path(at.json_path).read_text()),
+        "verdict": verdict}, indent=2) + "\n")
+    print(f"wrote {out / 'privacy_tradeoff.json'}, {at.grid}, {at.plot}, {ev.plot}")
+
+
+if __name__ == "__main__":
+    main()

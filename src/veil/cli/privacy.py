@@ -1,0 +1,262 @@
+"""`veil privacy ...`: fit, evaluate, attack and time learned obfuscation for a registered task."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from veil.cli._render import console, err_console, print_json
+from veil.errors import VeilError
+
+app = typer.Typer(help="Confidential inference: learned noise on a split model's activation, "
+                       "with measured leakage.", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
+TASK = typer.Option("shapes", "--task", "-t", help="Registered task (veil privacy tasks).")
+DATA = typer.Option(..., "--data", "-d", help="Data set folder in the task's format.")
+WORKDIR = typer.Option(None, "--workdir", "-w",
+                       help="Where fitted obfuscators, JSON and plots go "
+                            "(default ./veil-privacy-TASK).")
+DIST = typer.Option("laplace", "--distribution", help="Noise distribution: laplace or gaussian.")
+EPOCHS = typer.Option(3, "--epochs", help="Epochs over the fit split when fitting noise.")
+DEVICE = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:1, ...")
+ALPHAS = typer.Option(None, "--alphas",
+                      help="Comma-separated ALPHAs (default TR-4928's sweep: "
+                           "0.05,0.1,0.2,0.4,0.6,0.8,0.9,0.95).")
+REFIT = typer.Option(False, "--refit", help="Fit again even where a fitted obfuscator exists.")
+
+
+def _privacy():
+    """veil.privacy, or a one-line error when PyTorch is not installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise VeilError("veil privacy needs PyTorch: pip install 'veil[torch]'") from None
+    import veil.privacy
+    from veil.privacy import _measure
+
+    return veil.privacy, _measure
+
+
+def _alphas(text: str | None, m) -> list[float]:
+    if text is None:
+        return list(m.SEED_ALPHAS)
+    return m.parse_alphas(v.strip() for v in text.split(",") if v.strip())
+
+
+def _workdir(workdir: Path | None, task: str, m) -> Path:
+    return workdir or m.default_workdir(task)
+
+
+def _log(msg: str) -> None:
+    err_console.print(msg, markup=False)
+
+
+def _fmt_bits(x: float | None) -> str:
+    return "-" if x is None else ("inf" if math.isinf(x) else f"{x:.3f}")
+
+
+@app.command("tasks")
+def tasks(as_json: bool = JSON) -> None:
+    """List the registered tasks (model + data + metric)."""
+    p, _ = _privacy()
+    ts = p.list_tasks()
+    if as_json:
+        return print_json([{"name": t.name, "metric": t.metric, "description": t.description}
+                           for t in ts])
+    t = Table("TASK", "METRIC", "DESCRIPTION", box=None)
+    for task in ts:
+        t.add_row(task.name, task.metric, task.description)
+    console.print(t)
+
+
+@app.command("generate")
+def generate(
+    path: Path = typer.Argument(..., help="New folder to write the data set into."),
+    task: str = TASK,
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    train: int = typer.Option(4000, "--train", help="Images in the fit split."),
+    attack: int = typer.Option(2000, "--attack", help="Images in the attacker's split."),
+    test: int = typer.Option(1000, "--test", help="Images in the evaluation split."),
+) -> None:
+    """Write a generated data set for TASK in its real on-disk format."""
+    p, _ = _privacy()
+    t = p.get_task(task)
+    if t.generate is None:
+        raise VeilError(f"task {task!r} has no data generator")
+    from veil.privacy._util import bar
+
+    total = train + attack + test
+    progress = bar(True, total, f"writing {task} images", "img")
+    t.generate(path, seed, {"train": train, "attack": attack, "test": test},
+               progress=progress.update)
+    progress.close()
+    console.print(f"Wrote {total} images to {path} (train {train}, attack {attack}, test {test}).")
+
+
+@app.command("fit")
+def fit(
+    task: str = TASK,
+    data: Path = DATA,
+    alpha: float = typer.Option(0.8, "--alpha", "-a", help="ALPHA in [0, 0.999]; 0 is clean."),
+    distribution: str = DIST,
+    epochs: int = EPOCHS,
+    out: Path = typer.Option(None, "--out", "-o",
+                             help="Where to save it (default WORKDIR/obfuscators/DIST-alpha-A)."),
+    workdir: Path = WORKDIR,
+    device: str = DEVICE,
+    as_json: bool = JSON,
+) -> None:
+    """Fit the noise for one ALPHA with the model frozen, and save it."""
+    _, m = _privacy()
+    m.check_alpha(alpha)
+    obf = m.fit_one(task, data, alpha, distribution=distribution, epochs=epochs, device=device,
+                    verbose=True)
+    path = out or m.obfuscator_path(_workdir(workdir, task, m), distribution, alpha)
+    obf.save(path)
+    info = {"path": str(path), "alpha": alpha, "distribution": distribution,
+            "model": obf.model_identity_, "activation_shape": list(obf.activation_shape_),
+            "budget_bits_per_element": None if alpha == 0 else obf.budget_bits,
+            "loss_history": obf.loss_history_}
+    if as_json:
+        return print_json(info)
+    loss = f", task loss {obf.loss_history_[0]:.4f} -> {obf.loss_history_[-1]:.4f}" \
+        if obf.loss_history_ else ""
+    console.print(f"Fitted ALPHA {alpha:g} ({distribution}) for {obf.model_identity_['name']} "
+                  f"split at {obf.model_identity_['split']}{loss}.")
+    console.print(f"Saved to {path}")
+
+
+@app.command("evaluate")
+def evaluate(
+    task: str = TASK,
+    data: Path = DATA,
+    alphas: str = ALPHAS,
+    obfuscator: Path = typer.Option(None, "--obfuscator",
+                                    help="Evaluate this saved obfuscator instead of a sweep."),
+    distribution: str = DIST,
+    epochs: int = EPOCHS,
+    workdir: Path = WORKDIR,
+    refit: bool = REFIT,
+    device: str = DEVICE,
+    as_json: bool = JSON,
+) -> None:
+    """The task metric clean and at each ALPHA, as TR-4928's table; JSON and PNG in WORKDIR."""
+    p, m = _privacy()
+    wd = _workdir(workdir, task, m)
+    obf = None
+    if obfuscator is not None:
+        t = p.get_task(task)
+        obf = m.load_obfuscator(obfuscator, t.load_model(device), device)
+    r = m.evaluate(task, data, _alphas(alphas, m), workdir=wd, distribution=distribution,
+                   epochs=epochs, refit=refit, device=device, obfuscator=obf, verbose=True,
+                   log=_log)
+    if as_json:
+        return print_json(r)
+    name = r.metric[:1].upper() + r.metric[1:]
+    t = Table("Obfuscation", "ALPHA", name, "of clean", "budget bits/element", box=None)
+    for row in r.rows:
+        if row.alpha is None:
+            t.add_row("No", "N/A", f"{row.value:.4f}", "100.0%", "-")
+        else:
+            t.add_row("Yes", f"{row.alpha:g}", f"{row.value:.4f}", f"{100 * row.of_clean:.1f}%",
+                      _fmt_bits(row.budget_bits))
+    console.print(f"{r.task}: {r.metric} on the test split, {r.distribution} noise")
+    console.print(t)
+    console.print(f"Wrote {r.json_path} and {r.plot}")
+
+
+@app.command("attack")
+def attack(
+    task: str = TASK,
+    data: Path = DATA,
+    alphas: str = ALPHAS,
+    ks: str = typer.Option("1,8,64", "--ks", help="Averaging attack: obfuscations averaged."),
+    averaging_alpha: float = typer.Option(
+        None, "--averaging-alpha",
+        help="ALPHA for the averaging attack (default: the first with SSIM <= 0.2)."),
+    attack_epochs: int = typer.Option(30, "--attack-epochs", help="Decoder training epochs."),
+    width: int = typer.Option(48, "--width", help="Decoder width (channels)."),
+    distribution: str = DIST,
+    epochs: int = EPOCHS,
+    workdir: Path = WORKDIR,
+    refit: bool = REFIT,
+    device: str = DEVICE,
+    as_json: bool = JSON,
+) -> None:
+    """White-box reconstruction attack at each ALPHA: PSNR, SSIM, information bound, image grid."""
+    _, m = _privacy()
+    try:
+        k_values = [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        raise VeilError(f"--ks takes comma-separated whole numbers, not {ks!r}") from None
+    r = m.attack(task, data, _alphas(alphas, m), workdir=_workdir(workdir, task, m),
+                 distribution=distribution, epochs=epochs, attack_epochs=attack_epochs,
+                 width=width, ks=k_values, averaging_alpha=averaging_alpha, refit=refit,
+                 device=device, verbose=True, log=_log)
+    if as_json:
+        return print_json(r)
+    console.print(f"{r.task}: white-box inversion, decoder trained {r.epochs} epochs on "
+                  f"{r.attack_images} attack images, scored on {r.test_images} test images")
+    t = Table("ALPHA", "PSNR (dB)", "SSIM", "bound bits/element", "bound bits/input", box=None)
+    for row in r.rows:
+        t.add_row("clean" if row.alpha == 0 else f"{row.alpha:g}", f"{row.psnr:.2f}",
+                  f"{row.ssim:.3f}", _fmt_bits(row.bits_per_element),
+                  "inf" if math.isinf(row.bits_per_input) else f"{row.bits_per_input:.0f}")
+    console.print(t)
+    if r.averaging:
+        console.print(f"Averaging attack at ALPHA {r.averaging[0].alpha:g} "
+                      "(mean of k obfuscations of the same input):")
+        t = Table("k", "PSNR (dB)", "SSIM", "bound bits/element", box=None)
+        for a in r.averaging:
+            t.add_row(str(a.k), f"{a.psnr:.2f}", f"{a.ssim:.3f}", _fmt_bits(a.bits_per_element))
+        console.print(t)
+    if r.operating_alpha is None:
+        console.print("No ALPHA in the sweep brings reconstruction SSIM to 0.2 or below.")
+    else:
+        console.print(f"Smallest ALPHA with SSIM <= 0.2: {r.operating_alpha:g}")
+    console.print(f"Wrote {r.json_path}, {r.plot} and {r.grid}")
+
+
+@app.command("bench")
+def bench(
+    task: str = TASK,
+    alpha: float = typer.Option(0.8, "--alpha", "-a",
+                                help="Use the obfuscator fitted for this ALPHA in WORKDIR."),
+    obfuscator: Path = typer.Option(None, "--obfuscator", help="Or this saved obfuscator."),
+    distribution: str = DIST,
+    workdir: Path = WORKDIR,
+    repeats: int = typer.Option(15, "--repeats", help="End-to-end runs, clean and private."),
+    obf_repeats: int = typer.Option(200, "--obf-repeats", help="Obfuscation-only runs."),
+    device: str = DEVICE,
+    as_json: bool = JSON,
+) -> None:
+    """Time obfuscation of one 1920x1080 input and its share of head + tail inference."""
+    p, m = _privacy()
+    t = p.get_task(task)
+    model = t.load_model("cpu")
+    path = obfuscator or m.obfuscator_path(_workdir(workdir, task, m), distribution,
+                                           m.check_alpha(alpha))
+    if not path.exists():
+        raise VeilError(f"no fitted obfuscator at {path}: run veil privacy fit --task {task} "
+                        f"--data PATH --alpha {alpha:g} first, or pass --obfuscator")
+    obf = m.load_obfuscator(path, model, device)
+    r = m.bench(t, obf, repeats=repeats, obf_repeats=obf_repeats, device=device, verbose=True)
+    if as_json:
+        return print_json(r)
+    shape = "x".join(map(str, r.input_shape))
+    console.print(f"{r.task} on {r.device} ({r.threads} threads), input {shape}, "
+                  f"activation {'x'.join(map(str, r.activation_shape))}, "
+                  f"{r.distribution} ALPHA {r.alpha:g}")
+    tb = Table("step", "median ms", "p99 ms", "runs", box=None)
+    for name, tm in (("head", r.head), ("obfuscation", r.obfuscation), ("tail", r.tail),
+                     ("head + tail", r.clean), ("head + obfuscation + tail", r.private)):
+        tb.add_row(name, f"{tm.median_ms:.2f}", f"{tm.p99_ms:.2f}", str(tm.n))
+    console.print(tb)
+    console.print(f"Obfuscation adds {100 * r.obfuscation_share:.1f}% to head + tail "
+                  f"(end-to-end medians differ by {100 * r.measured_overhead:+.1f}%).")
+    console.print(f"Sent: {r.activation_bytes:,} bytes of activation vs {r.raw_bytes:,} bytes "
+                  f"of raw 8-bit image ({r.activation_bytes / r.raw_bytes:.2f}x).")

@@ -1,0 +1,384 @@
+"""Utility and leakage side by side: the ALPHA sweep, the reconstruction attack, the speed bench."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from veil.errors import InvalidArgument, NotFound, VeilError
+from veil.privacy import _attack
+from veil.privacy._metrics import information_bound
+from veil.privacy._obfuscator import Obfuscator, check_alpha
+from veil.privacy._split import SplitModel
+from veil.privacy._tasks import PrivacyTask, get_task
+from veil.privacy._util import bar
+
+# TR-4928, "Inferencing accuracy comparison"
+SEED_ALPHAS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
+SSIM_PRIVATE = 0.2  # the issue's bar for "the attacker recovers little"
+
+
+def parse_alphas(values: Iterable[Any]) -> list[float]:
+    """Sorted, distinct ALPHAs in (0, 1); 0 is the clean baseline every report includes."""
+    out = set()
+    for v in values:
+        a = check_alpha(v)
+        if a == 0:
+            raise InvalidArgument("ALPHA 0 is the clean baseline, which is always included")
+        out.add(a)
+    if not out:
+        raise InvalidArgument("no ALPHA values given")
+    return sorted(out)
+
+
+def _task(task: PrivacyTask | str) -> PrivacyTask:
+    return task if isinstance(task, PrivacyTask) else get_task(task)
+
+
+def default_workdir(task: PrivacyTask | str) -> Path:
+    return Path(f"veil-privacy-{_task(task).name}")
+
+
+def obfuscator_path(workdir: Path, distribution: str, alpha: float) -> Path:
+    return Path(workdir) / "obfuscators" / f"{distribution}-alpha-{alpha:g}"
+
+
+def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitModel | None = None,
+            distribution: str = "laplace", epochs: int = 3, batch_size: int = 128,
+            device: str = "cpu", random_state: int | None = None,
+            verbose: bool = False) -> Obfuscator:
+    """Fit one obfuscator for `task` on the data set's fit split."""
+    task = _task(task)
+    model = model or task.load_model(device)
+    loader = task.loader(data, task.splits["fit"], batch_size, True)
+    obf = Obfuscator(alpha, distribution, epochs=epochs, device=device,
+                     random_state=random_state, verbose=verbose)
+    return obf.fit(model, loader, task.task_loss)
+
+
+def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *, workdir: Path,
+                model: SplitModel | None = None, distribution: str = "laplace", epochs: int = 3,
+                refit: bool = False, device: str = "cpu", verbose: bool = False,
+                log=None) -> dict[float, Obfuscator]:
+    """One fitted obfuscator per ALPHA: reused from `workdir` when fitted for this model, else
+    fitted and saved there."""
+    task = _task(task)
+    model = model or task.load_model(device)
+    out = {}
+    for alpha in alphas:
+        path = obfuscator_path(workdir, distribution, alpha)
+        obf = None
+        if path.exists() and not refit:
+            try:
+                obf = Obfuscator.load(path, model, device=device)
+            except VeilError as e:
+                if log:
+                    log(f"refitting ALPHA {alpha:g}: {e}")
+        if obf is None:
+            obf = fit_one(task, data, alpha, model=model, distribution=distribution,
+                          epochs=epochs, device=device, verbose=verbose)
+            obf.save(path)
+        out[alpha] = obf
+    return out
+
+
+# ---------------------------------------------------------------------- evaluate
+@dataclass
+class EvaluateRow:
+    alpha: float | None  # None: clean
+    value: float
+    of_clean: float
+    budget_bits: float | None  # mean per-element leakage budget ALPHA allows (Gaussian channel)
+
+
+@dataclass
+class EvaluateResult:
+    task: str
+    metric: str
+    distribution: str
+    clean: float
+    rows: list[EvaluateRow]
+    plot: Path | None = None
+    json_path: Path | None = None
+
+
+def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
+             workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
+             refit: bool = False, device: str = "cpu", obfuscator: Obfuscator | None = None,
+             verbose: bool = False, log=None) -> EvaluateResult:
+    """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table)."""
+    task = _task(task)
+    data = Path(data)
+    workdir = Path(workdir or default_workdir(task))
+    model = task.load_model(device)
+    if obfuscator is not None:
+        obfuscator.check_model(model)
+        obfs = {obfuscator.alpha: obfuscator}
+        distribution = obfuscator.distribution
+    else:
+        obfs = obfuscators(task, data, parse_alphas(alphas), workdir=workdir, model=model,
+                           distribution=distribution, epochs=epochs, refit=refit, device=device,
+                           verbose=verbose, log=log)
+    test = task.splits["test"]
+    clean = task.score(model, None, data, test, device)
+    rows = [EvaluateRow(None, clean, 1.0, None)]
+    for alpha, obf in obfs.items():
+        value = task.score(model, obf.transform, data, test, device)
+        rows.append(EvaluateRow(alpha, value, value / clean if clean else math.nan,
+                                obf.budget_bits if alpha else None))
+    result = EvaluateResult(task.name, task.metric, distribution, clean, rows)
+    workdir.mkdir(parents=True, exist_ok=True)
+    from veil.privacy import _plots
+
+    result.plot = _plots.evaluate_plot(result, workdir / "evaluate.png")
+    result.json_path = _write_json(workdir / "evaluate.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------- attack
+@dataclass
+class AttackRow:
+    alpha: float  # 0: clean activations
+    psnr: float
+    ssim: float
+    bits_per_element: float  # information bound on the test split, inf when clean
+    bits_per_input: float
+
+
+@dataclass
+class AveragingRow:
+    alpha: float
+    k: int
+    psnr: float
+    ssim: float
+    bits_per_element: float
+
+
+@dataclass
+class AttackResult:
+    task: str
+    distribution: str
+    attack_images: int
+    test_images: int
+    epochs: int
+    rows: list[AttackRow]
+    averaging: list[AveragingRow] = field(default_factory=list)
+    operating_alpha: float | None = None  # smallest ALPHA with SSIM <= 0.2
+    grid: Path | None = None
+    plot: Path | None = None
+    json_path: Path | None = None
+
+
+def _bound(obf: Obfuscator | None, signal_var: torch.Tensor, k: int = 1) -> tuple[float, float]:
+    if obf is None or obf.alpha == 0:
+        return math.inf, math.inf
+    view = (-1,) + (1,) * (signal_var.ndim - 1)
+    noise_var = (obf.noise_scale_.double() ** 2).view(view).expand_as(signal_var)
+    bits = information_bound(signal_var, noise_var, obf.distribution, k)
+    return float(bits.mean()), float(bits.sum())
+
+
+def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
+           workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
+           attack_epochs: int = 30, width: int = 48, ks: Sequence[int] = (1, 8, 64),
+           averaging_alpha: float | None = None, attack_limit: int | None = None,
+           test_limit: int | None = None, grid_rows: int = 6, refit: bool = False,
+           device: str = "cpu", verbose: bool = False, log=None) -> AttackResult:
+    """White-box reconstruction: a decoder per ALPHA trained on the attack split, scored on test.
+
+    The averaging attack (mean of k obfuscations of one input) runs at `averaging_alpha`, by
+    default the smallest ALPHA whose SSIM is at most 0.2 (else the largest in the sweep).
+    """
+    task = _task(task)
+    data = Path(data)
+    workdir = Path(workdir or default_workdir(task))
+    alphas = parse_alphas(alphas)
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise InvalidArgument("the averaging attack needs k >= 1")
+    if attack_epochs < 1:
+        raise InvalidArgument("attack_epochs must be at least 1")
+    model = task.load_model(device)
+    obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
+                       distribution=distribution, epochs=epochs, refit=refit, device=device,
+                       verbose=verbose, log=log)
+    head = model.forward_head
+    att = _attack.collect(head, task.images(data, task.splits["attack"]), device, attack_limit)
+    test = _attack.collect(head, task.images(data, task.splits["test"]), device, test_limit)
+    signal_var = test.activations.double().var(0, unbiased=False)
+
+    progress = bar(verbose, (len(alphas) + 1 + max(len(ks) - 1, 0)) * attack_epochs,
+               "training inversion decoders")
+
+    def run(obf: Obfuscator | None, k: int = 1):
+        transform = None if obf is None else obf.transform
+        dec = _attack.train_decoder(att, transform, k=k, epochs=attack_epochs, width=width,
+                                    device=device, progress=progress.update)
+        recon = _attack.reconstruct(dec, test, transform, k=k, device=device)
+        return recon, _attack.score(recon, test.images)
+
+    recons = {}
+    rows = []
+    recon, (p, s) = run(None)
+    recons[0.0] = recon
+    rows.append(AttackRow(0.0, p, s, math.inf, math.inf))
+    for alpha in alphas:
+        recon, (p, s) = run(obfs[alpha])
+        recons[alpha] = recon
+        rows.append(AttackRow(alpha, p, s, *_bound(obfs[alpha], signal_var)))
+    operating = next((r.alpha for r in rows[1:] if r.ssim <= SSIM_PRIVATE), None)
+    avg_alpha = averaging_alpha if averaging_alpha is not None else (operating or alphas[-1])
+    avg_alpha = check_alpha(avg_alpha)
+    if avg_alpha not in obfs:
+        raise InvalidArgument(f"the averaging attack's ALPHA {avg_alpha:g} is not in the sweep")
+    averaging = []
+    for k in ks:
+        if k == 1:
+            r = next(r for r in rows if r.alpha == avg_alpha)
+            averaging.append(AveragingRow(avg_alpha, 1, r.psnr, r.ssim, r.bits_per_element))
+            continue
+        _, (p, s) = run(obfs[avg_alpha], k)
+        averaging.append(AveragingRow(avg_alpha, k, p, s,
+                                      _bound(obfs[avg_alpha], signal_var, k)[0]))
+    progress.close()
+    result = AttackResult(task.name, distribution, len(att.images), len(test.images),
+                          attack_epochs, rows, averaging, operating)
+    workdir.mkdir(parents=True, exist_ok=True)
+    from veil.privacy import _plots
+
+    result.grid = _plots.attack_grid(test.images, recons, workdir / "attack-grid.png",
+                                     rows=grid_rows)
+    result.plot = _plots.attack_plot(result, workdir / "attack.png")
+    result.json_path = _write_json(workdir / "attack.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------- bench
+@dataclass
+class Timing:
+    median_ms: float
+    p99_ms: float
+    n: int
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Timing:
+        ms = sorted(s * 1000 for s in seconds)
+        p99 = ms[min(len(ms) - 1, math.ceil(0.99 * len(ms)) - 1)]
+        return cls(statistics.median(ms), p99, len(ms))
+
+
+@dataclass
+class BenchResult:
+    task: str
+    device: str
+    threads: int
+    input_shape: list[int]
+    activation_shape: list[int]
+    distribution: str
+    alpha: float
+    obfuscation: Timing
+    head: Timing
+    tail: Timing
+    clean: Timing  # head + tail
+    private: Timing  # head + obfuscation + tail
+    obfuscation_share: float  # obfuscation median / clean median
+    measured_overhead: float  # (private - clean) / clean, medians of interleaved runs
+    activation_bytes: int
+    raw_bytes: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    out = fn()
+    _sync(device)
+    dt = time.perf_counter() - t
+    del out
+    return dt
+
+
+def bench(task: PrivacyTask | str, obfuscator: Obfuscator, *, repeats: int = 15,
+          obf_repeats: int = 200, device: str = "cpu", shape: Sequence[int] | None = None,
+          verbose: bool = False) -> BenchResult:
+    """Time one input (default 1920x1080) through head, obfuscation and tail, side by side."""
+    task = _task(task)
+    if repeats < 1 or obf_repeats < 1:
+        raise InvalidArgument("repeats must be at least 1")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument("no CUDA device here: run the bench with --device cpu")
+    model = task.load_model(dev)
+    obfuscator.check_model(model)
+    shape = tuple(shape or task.bench_input)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((1, *shape), generator=gen).to(dev)
+    progress = bar(verbose, 2 * repeats + obf_repeats + 4, "timing")
+    with torch.inference_mode():
+        a = model.forward_head(x)
+        obfuscator.check_activation(a)
+        for _ in range(2):  # warm-up: allocator, kernels, caches
+            model.forward_tail(obfuscator.transform(model.forward_head(x)))
+            progress.update(2)
+        head_t, tail_t, clean_t, private_t = [], [], [], []
+        for _ in range(repeats):  # interleaved so drift hits both the same way
+            t0 = _timed(lambda: model.forward_head(x), dev)
+            t1 = _timed(lambda: model.forward_tail(a), dev)
+            head_t.append(t0)
+            tail_t.append(t1)
+            clean_t.append(_timed(lambda: model.forward_tail(model.forward_head(x)), dev))
+            private_t.append(_timed(
+                lambda: model.forward_tail(obfuscator.transform(model.forward_head(x))), dev))
+            progress.update(2)
+        obf_t = []
+        for _ in range(obf_repeats):
+            obf_t.append(_timed(lambda: obfuscator.transform(a), dev))
+            progress.update(1)
+    progress.close()
+    obf, clean, private = Timing.of(obf_t), Timing.of(clean_t), Timing.of(private_t)
+    return BenchResult(
+        task=task.name, device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        threads=torch.get_num_threads(), input_shape=list(shape),
+        activation_shape=list(a.shape[1:]), distribution=obfuscator.distribution,
+        alpha=obfuscator.alpha, obfuscation=obf, head=Timing.of(head_t), tail=Timing.of(tail_t),
+        clean=clean, private=private, obfuscation_share=obf.median_ms / clean.median_ms,
+        measured_overhead=(private.median_ms - clean.median_ms) / clean.median_ms,
+        activation_bytes=a.numel() * a.element_size(), raw_bytes=math.prod(shape))
+
+
+# ---------------------------------------------------------------------- helpers
+def _write_json(path: Path, result: Any) -> Path:
+    def plain(o):
+        if isinstance(o, dict):
+            return {k: plain(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [plain(v) for v in o]
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, float) and math.isinf(o):
+            return None
+        return o
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(plain(asdict(result)), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_obfuscator(path: Path, model: SplitModel, device: str = "cpu") -> Obfuscator:
+    """A saved obfuscator checked against `model` (NotFound / IncompatibleObfuscator)."""
+    if not Path(path).exists():
+        raise NotFound(f"no saved obfuscator at {path}")
+    return Obfuscator.load(path, model, device=device)

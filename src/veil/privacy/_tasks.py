@@ -1,0 +1,79 @@
+"""The registry of privacy tasks: a model, its data and its metric, by name."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veil.errors import NotFound
+
+# Modules that register tasks when imported; a solution adds itself here.
+_PROVIDERS = ["veil.privacy._shapes"]
+
+
+@dataclass(frozen=True)
+class PrivacyTask:
+    """Everything `veil privacy` needs to fit, evaluate, attack and time one model.
+
+    load_model(device) -> SplitModel with trained weights, in eval mode.
+    loader(data, split, batch_size, shuffle) -> iterable of (inputs, targets) batches.
+    task_loss(tail_output, targets) -> scalar tensor the obfuscator is fitted against.
+    score(model, transform, data, split, device) -> the task metric (higher is better), with
+        `transform` applied to the activation (None: clean).
+    images(data, split, batch_size) -> iterable of (inputs, images in [0, 1]) for the attack.
+    generate(path, seed, sizes) writes a dataset in the task's real on-disk format.
+    """
+
+    name: str
+    description: str
+    metric: str
+    load_model: Callable[..., Any]
+    loader: Callable[..., Iterable]
+    task_loss: Callable[..., Any]
+    score: Callable[..., float]
+    images: Callable[..., Iterable]
+    generate: Callable[..., Any] | None = None
+    splits: dict[str, str] = field(default_factory=lambda: {
+        "fit": "train", "attack": "attack", "test": "test"})
+    bench_input: tuple[int, int, int] = (3, 1080, 1920)
+
+    def check_data(self, data: Path) -> None:
+        """Raise NotFound when `data` lacks a split the task reads."""
+        data = Path(data)
+        if not data.is_dir():
+            raise NotFound(f"no dataset at {data}")
+
+
+_TASKS: dict[str, PrivacyTask] = {}
+
+
+def register_task(task: PrivacyTask) -> PrivacyTask:
+    """Make `task` available to `veil privacy ...` and get_task()."""
+    _TASKS[task.name] = task
+    return task
+
+
+def _load_providers() -> None:
+    for module in _PROVIDERS:
+        importlib.import_module(module)
+
+
+def add_provider(module: str) -> None:
+    """Register a module whose import registers tasks (for solutions outside veil.privacy)."""
+    if module not in _PROVIDERS:
+        _PROVIDERS.append(module)
+
+
+def get_task(name: str) -> PrivacyTask:
+    _load_providers()
+    if name not in _TASKS:
+        raise NotFound(f"no privacy task {name!r}; registered: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def list_tasks() -> list[PrivacyTask]:
+    _load_providers()
+    return [_TASKS[n] for n in sorted(_TASKS)]

@@ -1,0 +1,324 @@
+"""veil.privacy: splitting, the obfuscator's contract, persistence, and measured leakage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from veil.errors import InvalidArgument, NotFound
+from veil.privacy import (
+    IncompatibleObfuscator,
+    Obfuscator,
+    SplitModel,
+    _attack,
+    _measure,
+    _shapes,
+    get_task,
+    split_at,
+)
+from veil.privacy._metrics import information_bound, psnr, ssim
+
+TASK = get_task("shapes")
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shapes") / "data"
+    return _shapes.generate(path, seed=3, sizes={"train": 480, "attack": 480, "test": 240})
+
+
+@pytest.fixture(scope="session")
+def model():
+    return TASK.load_model()
+
+
+def fit(model, data, alpha=0.9, epochs=2, **kw):
+    obf = Obfuscator(alpha, epochs=epochs, random_state=kw.pop("random_state", 0), **kw)
+    return obf.fit(model, TASK.loader(data, "train", 96, True), TASK.task_loss)
+
+
+# ---------------------------------------------------------------------- splitting
+def test_split_at_keeps_the_model_function(model):
+    net = _shapes.shapes_cnn().eval()
+    split = split_at(net, "relu2")
+    x = torch.rand(4, 3, 32, 32)
+    assert list(dict(split.head.named_children())) == ["norm", "conv1", "bn1", "relu1", "conv2",
+                                                       "bn2", "relu2"]
+    assert split.forward_head(x).shape == (4, 32, 16, 16)
+    assert torch.equal(split(x), net(x))
+    assert torch.equal(split.forward_tail(split.forward_head(x)), net(x))
+
+
+def test_split_at_a_nested_layer():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.Linear(4, 3), nn.ReLU()),
+                        nn.Linear(3, 2))
+    split = split_at(net, "1.1")
+    x = torch.rand(5, 4)
+    assert split.forward_head(x).shape == (5, 3)
+    assert torch.equal(split(x), net(x))
+
+
+@pytest.mark.parametrize("layer,message", [
+    ("nope", "no layer 'nope'"),
+    ("fc", "empty tail"),
+    ("conv1.weight", "only nn.Sequential"),
+])
+def test_split_at_refuses_bad_layers(layer, message):
+    with pytest.raises(InvalidArgument, match=message):
+        split_at(_shapes.shapes_cnn(), layer)
+
+
+def test_split_at_needs_a_sequential():
+    with pytest.raises(InvalidArgument, match=r"needs an nn\.Sequential"):
+        split_at(nn.Linear(2, 2), "x")
+
+
+def test_identity_changes_with_the_weights():
+    a = split_at(_shapes.shapes_cnn(), "relu2", name="m")
+    b = split_at(_shapes.shapes_cnn(), "relu2", name="m")
+    c = split_at(_shapes.shapes_cnn(), "relu3", name="m")
+    assert a.identity["fingerprint"] != b.identity["fingerprint"]  # fresh random weights
+    b.load_state_dict(a.state_dict())
+    b._fingerprint = None
+    assert a.identity == b.identity
+    assert c.identity["split"] == "relu3"
+
+
+# ---------------------------------------------------------------------- the obfuscator
+def test_alpha_zero_reproduces_clean_outputs_exactly(model, shapes_data):
+    obf = fit(model, shapes_data, alpha=0.0)
+    x = torch.rand(8, 3, 32, 32)
+    a = model.forward_head(x)
+    assert obf.transform(a) is a
+    noisy = SplitModel(model.head, model.tail, obfuscator=obf)
+    assert torch.equal(noisy(x), model(x))
+
+
+def test_noise_is_fresh_on_every_call(model, shapes_data):
+    obf = fit(model, shapes_data, alpha=0.5, epochs=0)
+    a = model.forward_head(torch.rand(2, 3, 32, 32))
+    first, second = obf.transform(a), obf.transform(a)
+    assert not torch.equal(first, second)
+    assert (first != second).float().mean() > 0.99
+
+
+def test_noise_does_not_follow_torchs_global_seed(model, shapes_data, tmp_path):
+    """torch's default generator starts from a fixed seed; the noise must not."""
+    obf = fit(model, shapes_data, alpha=0.5, epochs=0, random_state=None)
+    obf.save(tmp_path / "o")
+    a = model.forward_head(torch.rand(2, 3, 32, 32))
+    torch.manual_seed(0)
+    one = Obfuscator.load(tmp_path / "o").transform(a)
+    torch.manual_seed(0)
+    two = Obfuscator.load(tmp_path / "o").transform(a)
+    assert not torch.equal(one, two)
+
+
+@pytest.mark.parametrize("distribution,kurtosis", [("gaussian", 3.0), ("laplace", 6.0)])
+def test_noise_has_the_fitted_mean_scale_and_shape(model, shapes_data, distribution, kurtosis):
+    obf = fit(model, shapes_data, alpha=0.8, epochs=1, distribution=distribution)
+    a = torch.zeros(64, 64, 8, 8)
+    n = (obf.transform(a) - a).transpose(0, 1).flatten(1)  # per channel
+    assert torch.allclose(n.mean(1), obf.noise_mean_, atol=0.02 * float(obf.noise_scale_.max()))
+    assert torch.allclose(n.std(1), obf.noise_scale_, rtol=0.03)
+    z = (n - n.mean(1, keepdim=True)) / n.std(1, keepdim=True)
+    assert float(z.pow(4).mean()) == pytest.approx(kurtosis, rel=0.1)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.4, 0.8, 0.95])
+def test_alpha_fixes_the_leakage_budget_and_scales_stay_bounded(model, shapes_data, alpha):
+    obf = fit(model, shapes_data, alpha=alpha, epochs=1)
+    g = torch.log2(1 + obf.signal_std_.double() ** 2 / obf.noise_scale_.double() ** 2)
+    assert float(g.mean()) == pytest.approx(math.log2(1 / alpha), rel=1e-4)
+    assert float(g.min()) >= obf.min_share * math.log2(1 / alpha) * (1 - 1e-4)
+    assert obf.budget_bits == pytest.approx(0.5 * math.log2(1 / alpha))
+
+
+def test_fitted_noise_costs_less_task_loss_than_untrained_noise_of_the_same_strength(
+        model, shapes_data):
+    untrained = fit(model, shapes_data, alpha=0.9, epochs=0)
+    trained = fit(model, shapes_data, alpha=0.9, epochs=3)
+
+    def loss(obf):
+        torch.manual_seed(1)
+        total = 0.0
+        with torch.no_grad():
+            for _ in range(3):
+                for x, y in TASK.loader(shapes_data, "test", 240):
+                    out = model.forward_tail(obf.transform(model.forward_head(x)))
+                    total += float(TASK.task_loss(out, y))
+        return total
+
+    assert trained.loss_history_[-1] < trained.loss_history_[0]
+    assert loss(trained) < 0.9 * loss(untrained)
+
+
+def test_fit_leaves_the_model_as_it_was(model, shapes_data):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    fit(model, shapes_data, alpha=0.6, epochs=1)
+    assert model.training
+    model.eval()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_variable_spatial_sizes_share_the_per_channel_noise(model, shapes_data):
+    obf = fit(model, shapes_data, alpha=0.8, epochs=0)
+    for h, w in ((8, 8), (40, 24), (270, 480)):
+        a = torch.rand(1, 64, h, w)
+        assert obf.transform(a).shape == a.shape
+
+
+@pytest.mark.parametrize("bad,message", [
+    (torch.rand(2, 16, 8, 8), r"expected \(N, 64, \*, \*\)"),
+    (torch.rand(2, 64, 8), r"does not fit this obfuscator"),
+    (torch.rand(2, 64, 8, 8, dtype=torch.float64), "dtype float64 does not match"),
+    ([1.0, 2.0], "must be a torch.Tensor"),
+])
+def test_transform_refuses_activations_it_was_not_fitted_for(model, shapes_data, bad, message):
+    obf = fit(model, shapes_data, alpha=0.5, epochs=0)
+    with pytest.raises(InvalidArgument, match=message):
+        obf.transform(bad)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.0, 1.5, float("nan"), "high"])
+def test_alpha_out_of_range_is_refused(alpha):
+    with pytest.raises(InvalidArgument, match="ALPHA must be"):
+        Obfuscator(alpha)
+
+
+def test_unknown_distribution_is_refused():
+    with pytest.raises(InvalidArgument, match="distribution must be one of laplace, gaussian"):
+        Obfuscator(0.5, "uniform")
+
+
+def test_an_empty_loader_is_refused(model):
+    with pytest.raises(InvalidArgument, match="no batches"):
+        Obfuscator(0.5).fit(model, [], TASK.task_loss)
+
+
+def test_transform_before_fit_is_refused():
+    with pytest.raises(InvalidArgument, match="not fitted"):
+        Obfuscator(0.5).transform(torch.rand(1, 64, 4, 4))
+
+
+# ---------------------------------------------------------------------- persistence
+def test_save_load_round_trips_exactly(model, shapes_data, tmp_path):
+    obf = fit(model, shapes_data, alpha=0.8, epochs=1, random_state=7)
+    obf.save(tmp_path / "obf")
+    cfg = json.loads((tmp_path / "obf" / "config.json").read_text())
+    assert cfg["model"] == model.identity
+    assert cfg["activation"] == {"shape": [64, 8, 8], "dtype": "float32",
+                                 "parameterization": "per-channel (any spatial size)"}
+    back = Obfuscator.load(tmp_path / "obf", model)
+    for name in ("noise_mean_", "noise_scale_", "signal_std_", "signal_mean_", "logits_"):
+        assert torch.equal(getattr(back, name), getattr(obf, name))
+    assert back.get_params() == obf.get_params()
+    assert back.loss_history_ == obf.loss_history_
+    a = model.forward_head(torch.rand(3, 3, 32, 32))
+    fresh = Obfuscator.load(tmp_path / "obf")  # same random_state: same draws
+    again = Obfuscator.load(tmp_path / "obf")
+    assert torch.equal(fresh.transform(a), again.transform(a))
+
+
+def test_save_replaces_an_earlier_save(model, shapes_data, tmp_path):
+    fit(model, shapes_data, alpha=0.4, epochs=0).save(tmp_path / "o")
+    fit(model, shapes_data, alpha=0.6, epochs=0).save(tmp_path / "o")
+    assert Obfuscator.load(tmp_path / "o").alpha == 0.6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_loading_against_another_model_or_layer_fails_clearly(model, shapes_data, tmp_path):
+    fit(model, shapes_data, alpha=0.5, epochs=0).save(tmp_path / "o")
+    other = split_at(_shapes.shapes_cnn(), "relu4", name="shapes-cnn")
+    with pytest.raises(IncompatibleObfuscator, match="fitted for model 'shapes-cnn' split at "
+                                                     "'relu4' \\(fingerprint"):
+        Obfuscator.load(tmp_path / "o", other)
+    net = _shapes.shapes_cnn()
+    net.load_state_dict(torch.load(_shapes.WEIGHTS, weights_only=True))
+    with pytest.raises(IncompatibleObfuscator, match="not for model 'shapes-cnn' split at 'relu3'"):
+        Obfuscator.load(tmp_path / "o", split_at(net, "relu3", name="shapes-cnn"))
+
+
+def test_loading_a_damaged_save_fails_clearly(tmp_path):
+    with pytest.raises(NotFound, match="no saved obfuscator"):
+        Obfuscator.load(tmp_path / "missing")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.json").write_text("{not json")
+    (tmp_path / "d" / "tensors.pt").write_bytes(b"junk")
+    with pytest.raises(InvalidArgument, match="not a readable saved obfuscator"):
+        Obfuscator.load(tmp_path / "d")
+
+
+# ---------------------------------------------------------------------- leakage measures
+def test_ssim_and_psnr_match_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 32, 32, generator=g)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    ours_s, ours_p = ssim(x, y), psnr(x, y)
+    for i in range(3):
+        a, b = x[i].permute(1, 2, 0).numpy(), y[i].permute(1, 2, 0).numpy()
+        ref = metrics.structural_similarity(a, b, data_range=1, channel_axis=2,
+                                            gaussian_weights=True, sigma=1.5,
+                                            use_sample_covariance=False)
+        assert float(ours_s[i]) == pytest.approx(float(ref), abs=1e-4)
+        assert float(ours_p[i]) == pytest.approx(metrics.peak_signal_noise_ratio(a, b,
+                                                                                 data_range=1),
+                                                 abs=1e-3)
+    assert float(ssim(x, x).min()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_information_bound_is_the_gaussian_channel_capacity():
+    s, v = torch.tensor([4.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 1.0])
+    g = information_bound(s, v, "gaussian")
+    assert g.tolist() == pytest.approx([0.5 * math.log2(5), 0.5, 0.0])
+    lap = information_bound(s, v, "laplace")
+    assert (lap - g)[:2].tolist() == pytest.approx([0.5 * math.log2(math.pi / math.e)] * 2)
+    assert float(lap[2]) == 0.0  # a constant leaks nothing
+    assert float(information_bound(s, v, "gaussian", k=8)[0]) == pytest.approx(
+        0.5 * math.log2(1 + 4 * 8))
+
+
+def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
+    r = _measure.attack(TASK, shapes_data, [0.5, 0.95], workdir=tmp_path, epochs=1,
+                        attack_epochs=6, ks=(1, 4))
+    psnrs = [row.psnr for row in r.rows]
+    assert [row.alpha for row in r.rows] == [0.0, 0.5, 0.95]
+    assert psnrs[0] > psnrs[1] > psnrs[2]
+    assert math.isinf(r.rows[0].bits_per_element)
+    assert r.rows[1].bits_per_element > r.rows[2].bits_per_element > 0
+    assert [a.k for a in r.averaging] == [1, 4]
+    assert r.averaging[1].bits_per_element > r.averaging[0].bits_per_element - 0.11
+    for f in ("attack.json", "attack.png", "attack-grid.png"):
+        assert (tmp_path / f).stat().st_size > 1000
+    saved = json.loads((tmp_path / "attack.json").read_text())
+    assert saved["rows"][0]["bits_per_element"] is None  # infinite: clean
+
+
+def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tmp_path):
+    r = _measure.evaluate(TASK, shapes_data, [0.2, 0.9], workdir=tmp_path, epochs=1)
+    assert [row.alpha for row in r.rows] == [None, 0.2, 0.9]
+    assert r.clean > 0.9
+    assert r.rows[1].value >= r.rows[2].value - 0.05
+    saved = tmp_path / "obfuscators" / "laplace-alpha-0.9" / "config.json"
+    stamp = saved.stat().st_mtime_ns
+    again = _measure.evaluate(TASK, shapes_data, [0.9], workdir=tmp_path, epochs=1)
+    assert saved.stat().st_mtime_ns == stamp
+    assert again.clean == r.clean
+    assert json.loads((tmp_path / "evaluate.json").read_text())["metric"] == "accuracy"
+
+
+def test_the_attack_decoder_inverts_clean_activations_well(model, shapes_data):
+    pairs = _attack.collect(model.forward_head, TASK.images(shapes_data, "attack"), "cpu")
+    test = _attack.collect(model.forward_head, TASK.images(shapes_data, "test"), "cpu")
+    dec = _attack.train_decoder(pairs, None, epochs=6)
+    p, _ = _attack.score(_attack.reconstruct(dec, test, None), test.images)
+    baseline = float(psnr(test.images.mean(0, keepdim=True).expand_as(test.images),
+                          test.images).mean())
+    assert p > baseline + 3  # far better than guessing the average image
