@@ -38,6 +38,9 @@ def test_generate_writes_the_imagefolder_layout_and_is_seeded(data, tmp_path):
         assert (again / "test" / f.parent.name / f.name).read_bytes() == f.read_bytes()
     refused = veil("generate", str(data), ok=False)
     assert refused.returncode == 2 and "is not empty" in refused.stderr
+    empty = veil("generate", str(tmp_path / "none"), "--test", "0", ok=False)
+    assert empty.returncode == 2 and "at least one image" in empty.stderr
+    assert not (tmp_path / "none").exists() and list(tmp_path.iterdir()) == [again]
 
 
 def test_fit_evaluate_attack_bench_from_the_command_line(data, tmp_path):
@@ -81,6 +84,11 @@ def test_fit_evaluate_attack_bench_from_the_command_line(data, tmp_path):
     (["fit", "--task", "nope", "--data", "{data}"], 1, "no privacy task 'nope'"),
     (["attack", "--data", "{data}", "--ks", "1,many"], 1, "--ks takes comma-separated"),
     (["bench", "--alpha", "0.3", "--workdir", "{tmp}"], 1, "no fitted obfuscator"),
+    (["fit", "--data", "{data}", "--device", "bogus"], 2, "unknown device 'bogus'"),
+    (["generate", "{tmp}/g", "--seed", "-1"], 2, "seed must be a whole number"),
+    (["attack", "--data", "{data}", "--width", "0"], 2, "width >= 1"),
+    (["attack", "--data", "{data}", "--alphas", "0.5", "--averaging-alpha", "0.7"], 2,
+     "not in the sweep"),
     (["bench", "--obfuscator", "{foreign}"], 2, "noise parameters fitted for model 'other'"),
 ])
 def test_bad_input_ends_in_one_line(data, tmp_path, args, code, message):

@@ -19,7 +19,7 @@ from veil.privacy._metrics import information_bound
 from veil.privacy._obfuscator import Obfuscator, check_alpha
 from veil.privacy._split import SplitModel
 from veil.privacy._tasks import PrivacyTask, get_task
-from veil.privacy._util import bar
+from veil.privacy._util import bar, check_device
 
 # TR-4928, "Inferencing accuracy comparison"
 SEED_ALPHAS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
@@ -57,6 +57,7 @@ def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitMo
             verbose: bool = False) -> Obfuscator:
     """Fit one obfuscator for `task` on the data set's fit split."""
     task = _task(task)
+    check_device(device)
     model = model or task.load_model(device)
     loader = task.loader(data, task.splits["fit"], batch_size, True)
     obf = Obfuscator(alpha, distribution, epochs=epochs, device=device,
@@ -71,6 +72,7 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
     """One fitted obfuscator per ALPHA: reused from `workdir` when fitted for this model, else
     fitted and saved there."""
     task = _task(task)
+    check_device(device)
     model = model or task.load_model(device)
     out = {}
     for alpha in alphas:
@@ -79,7 +81,11 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
         if path.exists() and not refit:
             try:
                 obf = Obfuscator.load(path, model, device=device)
+                if (obf.alpha, obf.distribution) != (alpha, distribution):
+                    raise InvalidArgument(f"{path} holds ALPHA {obf.alpha:g} "
+                                          f"{obf.distribution}")
             except VeilError as e:
+                obf = None
                 if log:
                     log(f"refitting ALPHA {alpha:g}: {e}")
         if obf is None:
@@ -116,6 +122,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED
              verbose: bool = False, log=None) -> EvaluateResult:
     """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table)."""
     task = _task(task)
+    check_device(device)
     data = Path(data)
     workdir = Path(workdir or default_workdir(task))
     model = task.load_model(device)
@@ -204,8 +211,12 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_A
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise InvalidArgument("the averaging attack needs k >= 1")
-    if attack_epochs < 1:
-        raise InvalidArgument("attack_epochs must be at least 1")
+    if attack_epochs < 1 or width < 1:
+        raise InvalidArgument("the decoder needs attack_epochs >= 1 and width >= 1")
+    if averaging_alpha is not None and check_alpha(averaging_alpha) not in alphas:
+        raise InvalidArgument(f"the averaging attack's ALPHA {averaging_alpha:g} is not in the "
+                              f"sweep ({', '.join(f'{a:g}' for a in alphas)})")
+    check_device(device)
     model = task.load_model(device)
     obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
                        distribution=distribution, epochs=epochs, refit=refit, device=device,
@@ -235,10 +246,8 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_A
         recons[alpha] = recon
         rows.append(AttackRow(alpha, p, s, *_bound(obfs[alpha], signal_var)))
     operating = next((r.alpha for r in rows[1:] if r.ssim <= SSIM_PRIVATE), None)
-    avg_alpha = averaging_alpha if averaging_alpha is not None else (operating or alphas[-1])
-    avg_alpha = check_alpha(avg_alpha)
-    if avg_alpha not in obfs:
-        raise InvalidArgument(f"the averaging attack's ALPHA {avg_alpha:g} is not in the sweep")
+    avg_alpha = check_alpha(averaging_alpha if averaging_alpha is not None
+                            else (operating or alphas[-1]))
     averaging = []
     for k in ks:
         if k == 1:
@@ -317,9 +326,7 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator, *, repeats: int = 15,
     task = _task(task)
     if repeats < 1 or obf_repeats < 1:
         raise InvalidArgument("repeats must be at least 1")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgument("no CUDA device here: run the bench with --device cpu")
+    dev = check_device(device)
     model = task.load_model(dev)
     obfuscator.check_model(model)
     shape = tuple(shape or task.bench_input)

@@ -50,12 +50,13 @@ def information_bound(signal_var: torch.Tensor, noise_var: torch.Tensor,
 
     For independent additive noise N of variance v: I(X; X + N) <= 0.5 log2(2 pi e (s + v)) - h(N)
     (a Gaussian has the largest entropy at a given variance). For Gaussian noise that is
-    0.5 log2(1 + s / v); Laplace noise adds 0.5 log2(pi / e) = 0.104 bits. `k` averaged
-    obfuscations act as one with variance v / k (exact for Gaussian noise; for Laplace the
-    Gaussian form is used, an approximation). Elements that never vary leak nothing.
+    0.5 log2(1 + s / v); Laplace noise adds 0.5 log2(pi / e) = 0.104 bits. The mean of `k`
+    obfuscations has variance v / k; for Laplace noise the entropy power inequality keeps the
+    excess at or below 0.104 bits, so the same form bounds it. Elements that never vary leak
+    nothing.
     """
     v = noise_var / k
     bits = 0.5 * torch.log2(1 + signal_var / v.clamp(min=1e-30))
-    if distribution == "laplace" and k == 1:
+    if distribution == "laplace":
         bits = bits + _LAPLACE_EXCESS_BITS
     return torch.where(signal_var > 0, bits, torch.zeros_like(bits))

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from veil import __version__
-from veil.errors import InvalidArgument, NotFound
+from veil.errors import InvalidArgument, NotFound, VeilError
 from veil.privacy._split import SplitModel
-from veil.privacy._util import bar, to_device
+from veil.privacy._util import bar, check_device, to_device
 
 FORMAT = "veil.obfuscator/1"
 DISTRIBUTIONS = ("laplace", "gaussian")
@@ -89,7 +89,7 @@ class Obfuscator:
     """
 
     def __init__(self, alpha: float = 0.8, distribution: str = "laplace", *, epochs: int = 3,
-                 lr: float = 0.05, min_share: float = 0.1, max_mean: float = 3.0,
+                 lr: float = 0.01, min_share: float = 0.1, max_mean: float = 3.0,
                  random_state: int | None = None, device: str | None = None,
                  verbose: bool = False):
         self.alpha = alpha
@@ -118,6 +118,8 @@ class Obfuscator:
             raise InvalidArgument(f"min_share must be in (0, 1], not {self.min_share!r}")
         if not (float(self.lr) > 0 and float(self.max_mean) >= 0):
             raise InvalidArgument("lr must be > 0 and max_mean >= 0")
+        if self.device is not None:
+            check_device(self.device)
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("alpha", "distribution", "epochs", "lr", "min_share",
@@ -134,18 +136,23 @@ class Obfuscator:
         n = logits.numel()
         share = self.min_share + (1.0 - self.min_share) * n * torch.softmax(logits, 0)
         g = math.log2(1.0 / self.alpha) * share  # log2(1 + SNR_c), mean over channels fixed
-        rho = torch.rsqrt(torch.expm1(g * math.log(2.0)))  # noise std / signal std
+        x = g * math.log(2.0)
+        rho = torch.exp(-x / 2) * torch.rsqrt(-torch.expm1(-x))  # 1/sqrt(2^g - 1), no overflow
         return self.max_mean * torch.tanh(mean_logits) * signal_std, rho * signal_std
 
     def _generator(self, device: torch.device) -> torch.Generator:
+        """The generator for `device`: seeded once from `random_state` when one is set, else
+        reseeded from the OS on every call, so no two calls (or forked processes) share a
+        stream and recovering one call's generator state predicts nothing else."""
         key = str(device)
-        if key not in self._generators:
-            g = torch.Generator(device=device)
-            seed = (self.random_state if self.random_state is not None
-                    else int.from_bytes(os.urandom(8), "little") >> 1)
-            g.manual_seed(seed)
-            self._generators[key] = g
-        return self._generators[key]
+        g = self._generators.get(key)
+        if g is None:
+            g = self._generators[key] = torch.Generator(device=device)
+            if self.random_state is not None:
+                g.manual_seed(self.random_state)
+        if self.random_state is None:
+            g.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+        return g
 
     def _sample(self, like: torch.Tensor) -> torch.Tensor:
         """Unit-variance noise shaped like `like`, fresh on every call."""
@@ -237,7 +244,10 @@ class Obfuscator:
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-            self.loss_history_.append(sum(losses) / max(len(losses), 1))
+            if not losses:
+                raise InvalidArgument("the loader yielded no batches on a second pass: pass a "
+                                      "re-iterable loader (a DataLoader, a list), not an iterator")
+            self.loss_history_.append(sum(losses) / len(losses))
             progress.update(1)
             progress.set_postfix(loss=f"{self.loss_history_[-1]:.4f}")
         progress.close()
@@ -322,7 +332,8 @@ class Obfuscator:
         local = self._local.__dict__
         buf = local.get("buf")
         if buf is None or buf.shape != like.shape or buf.device != like.device \
-                or buf.dtype != like.dtype:
+                or buf.dtype != like.dtype \
+                or buf.is_inference() != torch.is_inference_mode_enabled():
             buf = local["buf"] = torch.empty_like(like)
         return buf
 
@@ -336,8 +347,8 @@ class Obfuscator:
     def config(self) -> dict[str, Any]:
         self._check_fitted()
         params = self.get_params()
-        params.pop("verbose")
-        params.pop("device")
+        for private in ("verbose", "device", "random_state"):  # a saved seed would replay noise
+            params.pop(private)
         return {
             "format": FORMAT,
             "veil_version": __version__,
@@ -381,34 +392,38 @@ class Obfuscator:
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: SplitModel | None = None, *,
-             device: str | None = None) -> Obfuscator:
-        """Read an obfuscator saved by `save`; with `model`, fail unless fitted for it."""
+             device: str | None = None, random_state: int | None = None) -> Obfuscator:
+        """Read an obfuscator saved by `save`; with `model`, fail unless fitted for it.
+
+        The seed is never saved: pass `random_state` only to replay draws in tests."""
         path = Path(path)
         cfg_file, tensor_file = path / "config.json", path / "tensors.pt"
         if not cfg_file.is_file() or not tensor_file.is_file():
             raise NotFound(f"no saved obfuscator at {path} (expected config.json and tensors.pt)")
         try:
             cfg = json.loads(cfg_file.read_text())
+            if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+                raise InvalidArgument(f"{path}: not a saved obfuscator of format {FORMAT!r}")
             tensors = torch.load(tensor_file, map_location="cpu", weights_only=True)
-        except (ValueError, RuntimeError, EOFError) as e:
-            raise InvalidArgument(f"{path}: not a readable saved obfuscator ({e})") from None
-        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-            raise InvalidArgument(f"{path}: unknown format {cfg.get('format')!r}, "
-                                  f"expected {FORMAT!r}")
-        params = dict(cfg["params"])
-        params["device"] = device
-        obf = cls(**params)
-        obf.model_identity_ = dict(cfg["model"])
-        obf.activation_shape_ = tuple(cfg["activation"]["shape"])
-        obf.dtype_ = getattr(torch, cfg["activation"]["dtype"])
-        obf.loss_history_ = list(cfg["fit"]["loss_history"])
-        for name in ("signal_mean", "signal_std", "logits", "mean_logits", "noise_mean",
-                     "noise_scale"):
-            t = tensors[name]
-            if t.shape != (obf.activation_shape_[0],):
-                raise InvalidArgument(f"{path}: tensor {name} has shape {tuple(t.shape)}, "
-                                      f"config says {obf.activation_shape_[0]} channels")
-            setattr(obf, name + "_", t)
+            obf = cls(**cfg["params"], device=device, random_state=random_state)
+            obf.model_identity_ = {k: str(cfg["model"][k]) for k in ("name", "split",
+                                                                      "fingerprint")}
+            obf.activation_shape_ = tuple(int(d) for d in cfg["activation"]["shape"])
+            obf.dtype_ = getattr(torch, cfg["activation"]["dtype"])
+            if not isinstance(obf.dtype_, torch.dtype):
+                raise ValueError(f"unknown dtype {cfg['activation']['dtype']!r}")
+            obf.loss_history_ = [float(v) for v in cfg["fit"]["loss_history"]]
+            for name in ("signal_mean", "signal_std", "logits", "mean_logits", "noise_mean",
+                         "noise_scale"):
+                t = tensors[name]
+                if not isinstance(t, torch.Tensor) or t.shape != (obf.activation_shape_[0],):
+                    raise ValueError(f"tensor {name} does not have one value per channel")
+                setattr(obf, name + "_", t)
+        except VeilError:
+            raise
+        except Exception as e:  # any damage to either file: one line, not a traceback
+            raise InvalidArgument(f"{path}: not a readable saved obfuscator "
+                                  f"({type(e).__name__}: {e})") from None
         if model is not None:
             obf.check_model(model)
         return obf

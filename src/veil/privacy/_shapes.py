@@ -111,26 +111,44 @@ def make_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
              progress=None) -> Path:
-    """Write train / attack / test splits as PNG files in the ImageFolder layout."""
+    """Write train / attack / test splits as PNG files in the ImageFolder layout.
+
+    The files appear all at once: they are written beside `path` and renamed into place."""
+    import shutil
+    import tempfile
+
     from PIL import Image
 
     path = Path(path)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    if path.exists() and any(path.iterdir()):
-        raise InvalidArgument(f"{path} is not empty: choose a new folder for the dataset")
-    for i, (split, n) in enumerate(sizes.items()):
+    if not isinstance(seed, int) or seed < 0:
+        raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
+    for split, n in sizes.items():
         if n <= 0:
             raise InvalidArgument(f"split {split} needs at least one image, not {n}")
-        images, labels = make_arrays(n, seed * 1000 + 17 * (i + 1))
-        for c in CLASSES:
-            (path / split / c).mkdir(parents=True, exist_ok=True)
-        for j, (img, lab) in enumerate(zip(images, labels, strict=True)):
-            Image.fromarray(img).save(path / split / CLASSES[lab] / f"{j:06d}.png")
-            if progress is not None:
-                progress(1)
-    (path / "dataset.json").write_text(json.dumps(
-        {"task": "shapes", "format": "imagefolder", "classes": list(CLASSES), "seed": seed,
-         "sizes": sizes, "image_size": [SIZE, SIZE]}, indent=2) + "\n")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidArgument(f"{path} is not empty: choose a new folder for the dataset")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for i, (split, n) in enumerate(sizes.items()):
+            images, labels = make_arrays(n, seed * 1000 + 17 * (i + 1))
+            for c in CLASSES:
+                (tmp / split / c).mkdir(parents=True, exist_ok=True)
+            for j, (img, lab) in enumerate(zip(images, labels, strict=True)):
+                Image.fromarray(img).save(tmp / split / CLASSES[lab] / f"{j:06d}.png")
+                if progress is not None:
+                    progress(1)
+        (tmp / "dataset.json").write_text(json.dumps(
+            {"task": "shapes", "format": "imagefolder", "classes": list(CLASSES), "seed": seed,
+             "sizes": sizes, "image_size": [SIZE, SIZE]}, indent=2) + "\n")
+        tmp.chmod(0o755)
+        if path.exists():
+            path.rmdir()
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

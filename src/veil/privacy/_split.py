@@ -39,14 +39,13 @@ class SplitModel(nn.Module):
         self.name = name
         self.split = split
         self.obfuscator = obfuscator
-        self._fingerprint: str | None = None
 
     @property
     def identity(self) -> dict[str, str]:
-        """What an obfuscator records to recognise the model it was fitted for."""
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(self.head, self.tail)
-        return {"name": self.name, "split": self.split, "fingerprint": self._fingerprint}
+        """What an obfuscator records to recognise the model it was fitted for (hashed from the
+        current weights on every call, so weights changed later are noticed)."""
+        return {"name": self.name, "split": self.split,
+                "fingerprint": fingerprint(self.head, self.tail)}
 
     def forward_head(self, x):
         return self.head(x)

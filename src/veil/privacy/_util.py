@@ -18,6 +18,22 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
     return obj
 
 
+def check_device(device: Any) -> torch.device:
+    """A torch device this machine has, or a one-line error."""
+    from veil.errors import InvalidArgument
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgument(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument(f"no CUDA device here (torch {torch.__version__}): use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidArgument(f"no device {device}: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kw: Any) -> None: ...
