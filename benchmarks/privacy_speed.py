@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/privacy_speed.py [--device cpu|cuda] [--repeats 15]
 
-Fits (or reuses) the ALPHA 0.8 Laplace obfuscator of benchmarks/privacy_tradeoff.py's workdir,
-then times head, obfuscation and tail on one random 1080p input, interleaving clean
+Fits (or reuses) an ALPHA 0.8 Laplace obfuscator on a small generated set (WORKDIR/speed; the
+noise's values do not change its cost), then times head, obfuscation and tail on one random
+1080p input, interleaving clean
 (head + tail) and private (head + obfuscation + tail) runs. Target (issue 3): obfuscation adds
 <= 5% to head + tail on CPU; on an H100, <= 1 ms per frame. Writes
 benchmarks/out/privacy_speed_<device>.json.

@@ -31,6 +31,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small data, short training")
     p.add_argument("--attack-epochs", type=int, default=None)
     p.add_argument("--distribution", default="laplace")
+    p.add_argument("--epochs", type=int, default=3, help="obfuscator fitting epochs")
+    p.add_argument("--draws", type=int, default=5, help="noise draws averaged per accuracy")
     args = p.parse_args()
 
     task = get_task("shapes")
@@ -46,23 +48,26 @@ def main() -> None:
 
     t0 = time.time()
     ev = _measure.evaluate(task, data, alphas, workdir=wd, distribution=args.distribution,
-                           verbose=True)
+                           epochs=args.epochs, draws=args.draws, verbose=True)
     t1 = time.time()
     at = _measure.attack(task, data, alphas, workdir=wd, distribution=args.distribution,
-                         attack_epochs=attack_epochs, verbose=True)
+                         epochs=args.epochs, attack_epochs=attack_epochs, verbose=True)
     t2 = time.time()
 
     acc = {r.alpha: r.value for r in ev.rows}
+    spread = {r.alpha: r.spread for r in ev.rows}
     print(f"shapes-cnn ({task.load_model().identity['fingerprint']}), {args.distribution} noise, "
-          f"test split {at.test_images} images, attack split {at.attack_images} images, "
-          f"decoder {attack_epochs} epochs")
-    print(f"{'ALPHA':>6} {'accuracy':>9} {'of clean':>9} {'PSNR dB':>8} {'SSIM':>6} "
+          f"fit {args.epochs} epochs, accuracy = mean of {args.draws} noise draws, test split "
+          f"{at.test_images} images, attack split {at.attack_images} images, decoder "
+          f"{attack_epochs} epochs")
+    print(f"{'ALPHA':>6} {'accuracy':>9} {'+-sd':>6} {'of clean':>9} {'PSNR dB':>8} {'SSIM':>6} "
           f"{'bits/elem':>9} {'bits/input':>10}")
     for r in at.rows:
         a = acc[None] if r.alpha == 0 else acc[r.alpha]
+        sd = 0.0 if r.alpha == 0 else spread[r.alpha]
         bits = "inf" if math.isinf(r.bits_per_element) else f"{r.bits_per_element:.4f}"
         total = "inf" if math.isinf(r.bits_per_input) else f"{r.bits_per_input:.0f}"
-        print(f"{'clean' if r.alpha == 0 else f'{r.alpha:g}':>6} {a:9.4f} "
+        print(f"{'clean' if r.alpha == 0 else f'{r.alpha:g}':>6} {a:9.4f} {sd:6.4f} "
               f"{a / acc[None]:9.3f} {r.psnr:8.2f} {r.ssim:6.3f} {bits:>9} {total:>10}")
     print(f"averaging attack at ALPHA {at.averaging[0].alpha:g}:")
     for r in at.averaging:

@@ -2,7 +2,7 @@
 """Reproduce src/veil/privacy/weights/shapes_cnn.pt: the shapes classifier veil's privacy tests use.
 
 Trains on images generated in memory (a seed disjoint from the ones `veil privacy generate`
-uses), on CPU, deterministically. About a minute and a half on two cores.
+uses), on CPU. About two minutes on two cores.
 """
 
 from __future__ import annotations

@@ -141,6 +141,7 @@ def evaluate(
     epochs: int = EPOCHS,
     workdir: Path = WORKDIR,
     refit: bool = REFIT,
+    draws: int = typer.Option(1, "--draws", help="Passes with fresh noise, averaged."),
     device: str = DEVICE,
     as_json: bool = JSON,
 ) -> None:
@@ -152,8 +153,8 @@ def evaluate(
         t = p.get_task(task)
         obf = m.load_obfuscator(obfuscator, t.load_model(device), device)
     r = m.evaluate(task, data, _alphas(alphas, m), workdir=wd, distribution=distribution,
-                   epochs=epochs, refit=refit, device=device, obfuscator=obf, verbose=True,
-                   log=_log)
+                   epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
+                   verbose=True, log=_log)
     if as_json:
         return print_json(r)
     name = r.metric[:1].upper() + r.metric[1:]
@@ -164,7 +165,8 @@ def evaluate(
         else:
             t.add_row("Yes", f"{row.alpha:g}", f"{row.value:.4f}", f"{100 * row.of_clean:.1f}%",
                       _fmt_bits(row.budget_bits))
-    console.print(f"{r.task}: {r.metric} on the test split, {r.distribution} noise")
+    draws_note = f", mean of {r.draws} noise draws" if r.draws > 1 else ""
+    console.print(f"{r.task}: {r.metric} on the test split, {r.distribution} noise{draws_note}")
     console.print(t)
     console.print(f"Wrote {r.json_path} and {r.plot}")
 

@@ -100,9 +100,10 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
 @dataclass
 class EvaluateRow:
     alpha: float | None  # None: clean
-    value: float
+    value: float  # mean over noise draws
     of_clean: float
     budget_bits: float | None  # mean per-element leakage budget ALPHA allows (Gaussian channel)
+    spread: float = 0.0  # standard deviation over noise draws (0 with one draw)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class EvaluateResult:
     distribution: str
     clean: float
     rows: list[EvaluateRow]
+    draws: int = 1
     plot: Path | None = None
     json_path: Path | None = None
 
@@ -119,9 +121,12 @@ class EvaluateResult:
 def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
              workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
              refit: bool = False, device: str = "cpu", obfuscator: Obfuscator | None = None,
-             verbose: bool = False, log=None) -> EvaluateResult:
-    """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table)."""
+             draws: int = 1, verbose: bool = False, log=None) -> EvaluateResult:
+    """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table),
+    averaged over `draws` passes with fresh noise."""
     task = _task(task)
+    if draws < 1:
+        raise InvalidArgument(f"draws must be at least 1, not {draws}")
     check_device(device)
     data = Path(data)
     workdir = Path(workdir or default_workdir(task))
@@ -138,10 +143,12 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED
     clean = task.score(model, None, data, test, device)
     rows = [EvaluateRow(None, clean, 1.0, None)]
     for alpha, obf in obfs.items():
-        value = task.score(model, obf.transform, data, test, device)
+        values = [task.score(model, obf.transform, data, test, device) for _ in range(draws)]
+        value = statistics.fmean(values)
         rows.append(EvaluateRow(alpha, value, value / clean if clean else math.nan,
-                                obf.budget_bits if alpha else None))
-    result = EvaluateResult(task.name, task.metric, distribution, clean, rows)
+                                obf.budget_bits if alpha else None,
+                                statistics.stdev(values) if draws > 1 else 0.0))
+    result = EvaluateResult(task.name, task.metric, distribution, clean, rows, draws)
     workdir.mkdir(parents=True, exist_ok=True)
     from veil.privacy import _plots
 
