@@ -65,21 +65,21 @@ class Pairs:
 
 
 def collect(head: Callable, batches: Iterable, device, limit: int | None = None) -> Pairs:
-    """Run the head over (inputs, images) batches once; activations and images on CPU."""
+    """Run the head over (inputs, images) batches once; activations and images on CPU.
+
+    With `limit`, keep that many images spread evenly over the split (splits may be ordered by
+    class)."""
     acts, imgs = [], []
-    n = 0
     with torch.no_grad():
         for x, img in batches:
             acts.append(head(x.to(device)).cpu())
             imgs.append(img.cpu())
-            n += len(img)
-            if limit is not None and n >= limit:
-                break
     if not acts:
         raise InvalidArgument("no images to attack with: the split is empty")
     a, i = torch.cat(acts), torch.cat(imgs)
-    if limit is not None:
-        a, i = a[:limit], i[:limit]
+    if limit is not None and limit < len(a):
+        keep = torch.linspace(0, len(a) - 1, max(limit, 1)).round().long()
+        a, i = a[keep], i[keep]
     if a.ndim != 4 or i.ndim != 4:
         raise InvalidArgument("the attack needs image-shaped activations (N, C, H, W)")
     if i.shape[-1] % a.shape[-1] or i.shape[-2] % a.shape[-2]:

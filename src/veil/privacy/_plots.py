@@ -55,6 +55,9 @@ def attack_grid(images: torch.Tensor, recons: dict[float, torch.Tensor], path: P
                 rows: int = 6) -> Path:
     """Original | reconstruction from the clean activation | from each obfuscated one."""
     rows = min(rows, len(images))
+    pick = torch.linspace(0, len(images) - 1, rows).round().long()  # spread over the split
+    images = images[pick]
+    recons = {a: r[pick] for a, r in recons.items()}
     cols = [("original", images)] + [
         ("clean" if a == 0 else f"ALPHA {a:g}", r) for a, r in sorted(recons.items())]
     h, w = images.shape[-2:]
