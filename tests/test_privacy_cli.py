@@ -85,6 +85,8 @@ def test_fit_evaluate_attack_bench_from_the_command_line(data, tmp_path):
     (["attack", "--data", "{data}", "--ks", "1,many"], 1, "--ks takes comma-separated"),
     (["bench", "--alpha", "0.3", "--workdir", "{tmp}"], 1, "no fitted obfuscator"),
     (["fit", "--data", "{data}", "--device", "bogus"], 2, "unknown device 'bogus'"),
+    (["evaluate", "--data", "{data}", "--obfuscator", "{foreign}", "--device", "cuda:7x"], 2,
+     "unknown device"),
     (["generate", "{tmp}/g", "--seed", "-1"], 2, "seed must be a whole number"),
     (["attack", "--data", "{data}", "--width", "0"], 2, "width >= 1"),
     (["attack", "--data", "{data}", "--alphas", "0.5", "--averaging-alpha", "0.7"], 2,

@@ -147,6 +147,7 @@ def evaluate(
 ) -> None:
     """The task metric clean and at each ALPHA, as TR-4928's table; JSON and PNG in WORKDIR."""
     p, m = _privacy()
+    m.check_device(device)
     wd = _workdir(workdir, task, m)
     obf = None
     if obfuscator is not None:
@@ -238,6 +239,7 @@ def bench(
 ) -> None:
     """Time obfuscation of one 1920x1080 input and its share of head + tail inference."""
     p, m = _privacy()
+    m.check_device(device)
     t = p.get_task(task)
     model = t.load_model("cpu")
     path = obfuscator or m.obfuscator_path(_workdir(workdir, task, m), distribution,
