@@ -366,6 +366,9 @@ def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tm
     stamp = saved.stat().st_mtime_ns
     again = _measure.evaluate(TASK, shapes_data, [0.99], workdir=tmp_path, epochs=1)
     assert saved.stat().st_mtime_ns == stamp
+    refits = []
+    _measure.evaluate(TASK, shapes_data, [0.99], workdir=tmp_path, epochs=2, log=refits.append)
+    assert saved.stat().st_mtime_ns != stamp and "fitted for 1 epochs" in refits[0]
     assert again.clean == r.clean
     assert json.loads((tmp_path / "evaluate.json").read_text())["metric"] == "accuracy"
 

@@ -69,8 +69,8 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
                 model: SplitModel | None = None, distribution: str = "laplace", epochs: int = 3,
                 refit: bool = False, device: str = "cpu", verbose: bool = False,
                 log=None) -> dict[float, Obfuscator]:
-    """One fitted obfuscator per ALPHA: reused from `workdir` when fitted for this model, else
-    fitted and saved there."""
+    """One fitted obfuscator per ALPHA: reused from `workdir` when fitted for this model with the
+    same ALPHA, distribution and epochs, else fitted and saved there."""
     task = _task(task)
     check_device(device)
     model = model or task.load_model(device)
@@ -81,9 +81,9 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
         if path.exists() and not refit:
             try:
                 obf = Obfuscator.load(path, model, device=device)
-                if (obf.alpha, obf.distribution) != (alpha, distribution):
+                if (obf.alpha, obf.distribution, obf.epochs) != (alpha, distribution, epochs):
                     raise InvalidArgument(f"{path} holds ALPHA {obf.alpha:g} "
-                                          f"{obf.distribution}")
+                                          f"{obf.distribution} fitted for {obf.epochs} epochs")
             except VeilError as e:
                 obf = None
                 if log:
