@@ -7,7 +7,7 @@ there, fits one Laplace obfuscator per ALPHA (TR-4928's sweep plus 0.97, 0.98, 0
 accuracy on the test split, trains a white-box inversion decoder per ALPHA on the attack split and
 scores it on the test split, then runs the averaging attack. Target (issue 3): at the smallest
 ALPHA whose reconstruction SSIM <= 0.2, accuracy >= 97% of clean. Prints the tables and writes
-benchmarks/out/privacy_tradeoff.json; plots and the image grid go to the workdir.
+benchmarks/out/privacy_tradeoff_RUN_DIST.json; plots and the image grid go to the workdir.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def main() -> None:
     p.add_argument("--distribution", default="laplace")
     p.add_argument("--epochs", type=int, default=3, help="obfuscator fitting epochs")
     p.add_argument("--draws", type=int, default=5, help="noise draws averaged per accuracy")
+    p.add_argument("--alphas", default=None, help="comma-separated ALPHAs (default: the sweep)")
+    p.add_argument("--width", type=int, default=48, help="decoder width (channels)")
+    p.add_argument("--run", default="run", help="name of the run folder inside the workdir")
+    p.add_argument("--ks", default="1,8,64", help="averaging attack: obfuscations averaged")
     args = p.parse_args()
 
     task = get_task("shapes")
@@ -43,7 +47,9 @@ def main() -> None:
         task.generate(data, 0, sizes)
     attack_epochs = args.attack_epochs or (4 if args.quick else 20)
     alphas = (0.4, 0.9, 0.95, 0.99) if args.quick else ALPHAS
-    wd = args.workdir / ("run-quick" if args.quick else "run") / args.distribution
+    if args.alphas:
+        alphas = tuple(float(a) for a in args.alphas.split(","))
+    wd = args.workdir / (f"{args.run}-quick" if args.quick else args.run) / args.distribution
     torch.manual_seed(0)
 
     t0 = time.time()
@@ -51,15 +57,16 @@ def main() -> None:
                            epochs=args.epochs, draws=args.draws, verbose=True)
     t1 = time.time()
     at = _measure.attack(task, data, alphas, workdir=wd, distribution=args.distribution,
-                         epochs=args.epochs, attack_epochs=attack_epochs, verbose=True)
+                         epochs=args.epochs, attack_epochs=attack_epochs, width=args.width,
+                         ks=[int(k) for k in args.ks.split(",")], verbose=True)
     t2 = time.time()
 
     acc = {r.alpha: r.value for r in ev.rows}
     spread = {r.alpha: r.spread for r in ev.rows}
     print(f"shapes-cnn ({task.load_model().identity['fingerprint']}), {args.distribution} noise, "
           f"fit {args.epochs} epochs, accuracy = mean of {args.draws} noise draws, test split "
-          f"{at.test_images} images, attack split {at.attack_images} images, decoder "
-          f"{attack_epochs} epochs")
+          f"{at.test_images} images, attack split {at.attack_images} images, decoder width "
+          f"{args.width}, {attack_epochs} epochs")
     print(f"{'ALPHA':>6} {'accuracy':>9} {'+-sd':>6} {'of clean':>9} {'PSNR dB':>8} {'SSIM':>6} "
           f"{'bits/elem':>9} {'bits/input':>10}")
     for r in at.rows:
@@ -85,11 +92,12 @@ def main() -> None:
     print(f"time: fit + evaluate {t1 - t0:.0f}s, attack {t2 - t1:.0f}s")
     out = Path("benchmarks/out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "privacy_tradeoff.json").write_text(json.dumps({
+    name = out / f"privacy_tradeoff_{args.run}_{args.distribution}.json"
+    name.write_text(json.dumps({
         "evaluate": json.loads(Path(ev.json_path).read_text()),
         "attack": json.loads(Path(at.json_path).read_text()),
         "verdict": verdict}, indent=2) + "\n")
-    print(f"wrote {out / 'privacy_tradeoff.json'}, {at.grid}, {at.plot}, {ev.plot}")
+    print(f"wrote {name}, {at.grid}, {at.plot}, {ev.plot}")
 
 
 if __name__ == "__main__":
