@@ -342,7 +342,7 @@ def test_information_bound_is_the_gaussian_channel_capacity():
 
 def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
     r = _measure.attack(TASK, shapes_data, [0.5, 0.95], workdir=tmp_path, epochs=1,
-                        attack_epochs=6, ks=(1, 4))
+                        attack_epochs=6, width=48, ks=(1, 4))
     psnrs = [row.psnr for row in r.rows]
     assert [row.alpha for row in r.rows] == [0.0, 0.5, 0.95]
     assert psnrs[0] > psnrs[1] > psnrs[2]
@@ -376,7 +376,7 @@ def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tm
 def test_the_attack_decoder_inverts_clean_activations_better_than_a_guess(model, shapes_data):
     pairs = _attack.collect(model.forward_head, TASK.images(shapes_data, "attack"), "cpu")
     test = _attack.collect(model.forward_head, TASK.images(shapes_data, "test"), "cpu")
-    dec = _attack.train_decoder(pairs, None, epochs=6)
+    dec = _attack.train_decoder(pairs, None, epochs=6, width=48)
     p, s = _attack.score(_attack.reconstruct(dec, test, None), test.images)
     guess = test.images.mean(0, keepdim=True).expand_as(test.images)  # the average image
     assert p > float(psnr(guess, test.images).mean()) + 0.5

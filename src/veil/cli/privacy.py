@@ -181,8 +181,8 @@ def attack(
     averaging_alpha: float = typer.Option(
         None, "--averaging-alpha",
         help="ALPHA for the averaging attack (default: the first with SSIM <= 0.2)."),
-    attack_epochs: int = typer.Option(30, "--attack-epochs", help="Decoder training epochs."),
-    width: int = typer.Option(48, "--width", help="Decoder width (channels)."),
+    attack_epochs: int = typer.Option(40, "--attack-epochs", help="Decoder training epochs."),
+    width: int = typer.Option(96, "--width", help="Decoder width (channels)."),
     distribution: str = DIST,
     epochs: int = EPOCHS,
     workdir: Path = WORKDIR,

@@ -27,7 +27,7 @@ class InversionDecoder(nn.Module):
     two of `scale` (halving the width each time), batch norm throughout.
     """
 
-    def __init__(self, in_channels: int, scale: int, width: int = 48, out_channels: int = 3):
+    def __init__(self, in_channels: int, scale: int, width: int = 96, out_channels: int = 3):
         super().__init__()
         if scale < 1 or scale & (scale - 1):
             raise InvalidArgument(f"the decoder upsamples by powers of two, not {scale}")
@@ -99,7 +99,7 @@ def observe(transform: Transform | None, a: torch.Tensor, k: int) -> torch.Tenso
 
 
 def train_decoder(pairs: Pairs, transform: Transform | None, *, k: int = 1, epochs: int = 8,
-                  batch_size: int = 64, lr: float = 1e-2, width: int = 48, device="cpu",
+                  batch_size: int = 64, lr: float = 1e-2, width: int = 96, device="cpu",
                   seed: int = 0, progress: Callable[[int], None] | None = None) -> InversionDecoder:
     """Fit a decoder on fresh obfuscations of `pairs` every batch (MSE on pixels)."""
     torch.manual_seed(seed)

@@ -202,7 +202,7 @@ def _bound(obf: Obfuscator | None, signal_var: torch.Tensor, k: int = 1) -> tupl
 
 def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
            workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
-           attack_epochs: int = 30, width: int = 48, ks: Sequence[int] = (1, 8, 64),
+           attack_epochs: int = 40, width: int = 96, ks: Sequence[int] = (1, 8, 64),
            averaging_alpha: float | None = None, attack_limit: int | None = None,
            test_limit: int | None = None, grid_rows: int = 6, refit: bool = False,
            device: str = "cpu", verbose: bool = False, log=None) -> AttackResult:
