@@ -152,7 +152,7 @@ def evaluate(
     obf = None
     if obfuscator is not None:
         t = p.get_task(task)
-        obf = m.load_obfuscator(obfuscator, t.load_model(device), device)
+        obf = p.Obfuscator.load(obfuscator, t.load_model(device), device=device)
     r = m.evaluate(task, data, _alphas(alphas, m), workdir=wd, distribution=distribution,
                    epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
                    verbose=True, log=_log)
@@ -247,7 +247,7 @@ def bench(
     if not path.exists():
         raise VeilError(f"no fitted obfuscator at {path}: run veil privacy fit --task {task} "
                         f"--data PATH --alpha {alpha:g} first, or pass --obfuscator")
-    obf = m.load_obfuscator(path, model, device)
+    obf = p.Obfuscator.load(path, model, device=device)
     r = m.bench(t, obf, repeats=repeats, obf_repeats=obf_repeats, device=device, verbose=True)
     if as_json:
         return print_json(r)

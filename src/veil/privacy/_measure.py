@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from veil.errors import InvalidArgument, NotFound, VeilError
+from veil.errors import InvalidArgument, VeilError
 from veil.privacy import _attack
 from veil.privacy._metrics import information_bound
 from veil.privacy._obfuscator import Obfuscator, check_alpha
@@ -389,10 +389,3 @@ def _write_json(path: Path, result: Any) -> Path:
     tmp.write_text(json.dumps(plain(asdict(result)), indent=2) + "\n")
     tmp.replace(path)
     return path
-
-
-def load_obfuscator(path: Path, model: SplitModel, device: str = "cpu") -> Obfuscator:
-    """A saved obfuscator checked against `model` (NotFound / IncompatibleObfuscator)."""
-    if not Path(path).exists():
-        raise NotFound(f"no saved obfuscator at {path}")
-    return Obfuscator.load(path, model, device=device)

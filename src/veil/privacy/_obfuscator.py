@@ -339,10 +339,6 @@ class Obfuscator:
 
     __call__ = transform
 
-    def transform_many(self, activation: torch.Tensor, k: int) -> torch.Tensor:
-        """`k` independent obfuscations of each activation, shaped (k, N, ...)."""
-        return torch.stack([self.transform(activation) for _ in range(k)])
-
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
         self._check_fitted()

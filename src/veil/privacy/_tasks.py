@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from veil.errors import NotFound
@@ -39,12 +38,6 @@ class PrivacyTask:
     splits: dict[str, str] = field(default_factory=lambda: {
         "fit": "train", "attack": "attack", "test": "test"})
     bench_input: tuple[int, int, int] = (3, 1080, 1920)
-
-    def check_data(self, data: Path) -> None:
-        """Raise NotFound when `data` lacks a split the task reads."""
-        data = Path(data)
-        if not data.is_dir():
-            raise NotFound(f"no dataset at {data}")
 
 
 _TASKS: dict[str, PrivacyTask] = {}
