@@ -48,6 +48,8 @@ def main() -> None:
         print(f"  {name:<26} median {t.median_ms:9.3f} ms   p99 {t.p99_ms:9.3f} ms   n={t.n}")
     print(f"obfuscation / (head + tail): {100 * r.obfuscation_share:.2f}%  "
           f"(interleaved end-to-end medians differ by {100 * r.measured_overhead:+.2f}%)")
+    print(f"obfuscation / head alone (the trusted side's own work): "
+          f"{100 * r.obfuscation.median_ms / r.head.median_ms:.2f}%")
     print(f"bytes sent: activation {r.activation_bytes:,} vs raw 8-bit frame {r.raw_bytes:,} "
           f"({r.activation_bytes / r.raw_bytes:.2f}x)")
     if r.device == "cpu":

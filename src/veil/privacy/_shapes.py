@@ -237,15 +237,35 @@ class Normalize(nn.Module):
         return (x - 0.5) * 4.0
 
 
-def shapes_cnn() -> nn.Sequential:
-    """The architecture: four conv layers in the head (stride 4), one more and a linear tail."""
+def _block(i: int, cin: int, cout: int, stride: int) -> list[tuple[str, nn.Module]]:
+    return [(f"conv{i}", _conv(cin, cout, stride)), (f"bn{i}", nn.BatchNorm2d(cout)),
+            (f"relu{i}", nn.ReLU(inplace=False))]
+
+
+TAIL_WIDTH = 192
+
+
+def shapes_cnn(tail: str = "wide") -> nn.Sequential:
+    """The architecture: four conv layers in the head (stride 4, 64 channels out), then a tail.
+
+    `tail="wide"` (shipped): three conv layers of 192 channels, the middle one of stride 2, global
+    average pooling and a linear classifier. `tail="light"`: one conv layer of 128 channels
+    (stride 2), pooling and the classifier; scripts/train_shapes.py trains the head with it
+    before training the wide tail on the frozen head.
+    """
     layers: list[tuple[str, nn.Module]] = [("norm", Normalize())]
-    chans = [(3, 32, 1), (32, 32, 2), (32, 64, 2), (64, 64, 1), (64, 128, 2)]
-    for i, (cin, cout, stride) in enumerate(chans, 1):
-        layers += [(f"conv{i}", _conv(cin, cout, stride)), (f"bn{i}", nn.BatchNorm2d(cout)),
-                   (f"relu{i}", nn.ReLU(inplace=False))]
+    for i, (cin, cout, stride) in enumerate([(3, 32, 1), (32, 32, 2), (32, 64, 2), (64, 64, 1)], 1):
+        layers += _block(i, cin, cout, stride)
+    if tail == "wide":
+        w = TAIL_WIDTH
+        layers += _block(5, 64, w, 1) + _block(6, w, w, 2) + _block(7, w, w, 1)
+    elif tail == "light":
+        w = 128
+        layers += _block(5, 64, w, 2)
+    else:
+        raise ValueError(f"tail must be 'wide' or 'light', not {tail!r}")
     layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
-               ("fc", nn.Linear(128, len(CLASSES)))]
+               ("fc", nn.Linear(w, len(CLASSES)))]
     return nn.Sequential(OrderedDict(layers))
 
 
