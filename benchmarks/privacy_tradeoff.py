@@ -6,7 +6,7 @@ Generates the shapes data set (seed 0: 4,000 fit, 2,000 attack, 1,000 test image
 there, fits one Laplace obfuscator per ALPHA (TR-4928's sweep plus 0.97, 0.98, 0.99), evaluates
 accuracy on the test split, trains a white-box inversion decoder per ALPHA on the attack split
 (width 96, 40 epochs, the CLI's default; a width-48, 20-epoch attacker underestimated leakage under
-noise) and scores it on the test split, then runs the averaging attack. About 20 minutes on 2 cores.
+noise) and scores it on the test split, then runs the averaging attack. About 25 minutes on 2 cores.
 Target (issue 3): at the smallest ALPHA whose reconstruction SSIM <= 0.2, accuracy >= 97% of
 clean. Prints the tables and writes
 benchmarks/out/privacy_tradeoff_RUN_DIST.json; plots and the image grid go to the workdir.
