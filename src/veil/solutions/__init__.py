@@ -1,0 +1,1 @@
+"""The reference solutions as runnable pipelines, one package each (face_privacy, ...)."""
