@@ -88,7 +88,7 @@ def _face(rng, a: float, b: float, yaw: float):
     d = ImageDraw.Draw(img)
     skin = _jitter(rng, SKIN[rng.integers(len(SKIN))])
     box = (cx - B, cy - A, cx + B, cy + A)
-    d.ellipse(box, fill=skin + (255,))
+    d.ellipse(box, fill=(*skin, 255))
     mask = Image.new("L", (pw, ph), 0)
     ImageDraw.Draw(mask).ellipse(box, fill=255)
 
@@ -96,7 +96,7 @@ def _face(rng, a: float, b: float, yaw: float):
         return cx + (u + yaw * 0.35 * math.cos(v * math.pi / 2)) * B, cy + v * A
 
     if rng.random() < 0.85:  # hair: a cap over the top of the head
-        hair = _jitter(rng, HAIR[rng.integers(len(HAIR))], 10) + (255,)
+        hair = (*_jitter(rng, HAIR[rng.integers(len(HAIR))], 10), 255)
         top = rng.uniform(-0.62, -0.45)
         d.chord(box, start=180 + 10 * rng.uniform(-1, 1), end=360 + 10 * rng.uniform(-1, 1),
                 fill=hair)
@@ -112,11 +112,11 @@ def _face(rng, a: float, b: float, yaw: float):
         d.ellipse((ex - pr + yaw * rx * 0.5, ey - pr, ex + pr + yaw * rx * 0.5, ey + pr),
                   fill=(30, 20, 15, 255))
         bx, by = P(s * 0.38, -0.3)
-        d.line((bx - rx, by + 0.02 * A * s * 0, bx + rx, by), fill=dark + (255,),
+        d.line((bx - rx, by, bx + rx, by), fill=(*dark, 255),
                width=max(1, int(0.04 * A)))
     nx, ny = P(0.0, 0.15)
     d.polygon([(nx, ny - 0.16 * A), (nx - 0.1 * B, ny + 0.05 * A), (nx + 0.1 * B, ny + 0.05 * A)],
-              fill=tuple(int(c * 0.8) for c in skin) + (255,))
+              fill=(*(int(c * 0.8) for c in skin), 255))
     mx, my = P(0.0, 0.45)
     mw, mh = 0.28 * B, 0.07 * A * rng.uniform(0.6, 1.6)
     d.ellipse((mx - mw, my - mh, mx + mw, my + mh),
