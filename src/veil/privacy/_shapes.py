@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from veil._newdir import new_directory
 from veil.errors import InvalidArgument, NotFound
 from veil.privacy._split import SplitModel, split_at
 from veil.privacy._tasks import PrivacyTask, register_task
@@ -114,9 +115,6 @@ def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = Non
     """Write train / attack / test splits as PNG files in the ImageFolder layout.
 
     The files appear all at once: they are written beside `path` and renamed into place."""
-    import shutil
-    import tempfile
-
     from PIL import Image
 
     path = Path(path)
@@ -126,11 +124,7 @@ def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = Non
     for split, n in sizes.items():
         if n <= 0:
             raise InvalidArgument(f"split {split} needs at least one image, not {n}")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InvalidArgument(f"{path} is not empty: choose a new folder for the dataset")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with new_directory(path) as tmp:
         for i, (split, n) in enumerate(sizes.items()):
             images, labels = make_arrays(n, seed * 1000 + 17 * (i + 1))
             for c in CLASSES:
@@ -142,13 +136,6 @@ def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = Non
         (tmp / "dataset.json").write_text(json.dumps(
             {"task": "shapes", "format": "imagefolder", "classes": list(CLASSES), "seed": seed,
              "sizes": sizes, "image_size": [SIZE, SIZE]}, indent=2) + "\n")
-        tmp.chmod(0o755)
-        if path.exists():
-            path.rmdir()
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from veil._newdir import new_directory
 from veil.errors import InvalidArgument
 from veil.solutions.face_privacy._fddb import FOLDS, Ellipse, FddbImage, write_fold
 
@@ -208,11 +207,7 @@ def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progres
         raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
     if not isinstance(images_per_fold, int) or images_per_fold < 1:
         raise InvalidArgument(f"each fold needs at least one image, not {images_per_fold!r}")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InvalidArgument(f"{path} is not empty: choose a new folder for the data set")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with new_directory(path) as tmp:
         faces = 0
         for fold in FOLDS:
             rng = np.random.default_rng([seed, fold])
@@ -231,11 +226,4 @@ def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progres
         (tmp / "dataset.json").write_text(json.dumps(
             {"format": "fddb", "generator": "veil.solutions.face_privacy", "seed": seed,
              "images_per_fold": images_per_fold, "faces": faces}, indent=2) + "\n")
-        tmp.chmod(0o755)
-        if path.exists():
-            path.rmdir()
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
