@@ -8,7 +8,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import pool, privacy, snapshot, volume
+from veil.cli import pool, privacy, snapshot, solutions, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.errors import VeilError
@@ -24,6 +24,7 @@ app.add_typer(volume.app, name="volume")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(pool.app, name="pool")
 app.add_typer(privacy.app, name="privacy")
+app.add_typer(solutions.app, name="solutions")
 app.command("doctor")(doctor)
 
 

@@ -78,9 +78,13 @@ def generate(
     path: Path = typer.Argument(..., help="New folder to write the data set into."),
     task: str = TASK,
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
-    train: int = typer.Option(4000, "--train", help="Images in the fit split."),
-    attack: int = typer.Option(2000, "--attack", help="Images in the attacker's split."),
-    test: int = typer.Option(1000, "--test", help="Images in the evaluation split."),
+    train: int = typer.Option(None, "--train",
+                              help="Images in the fit split [default: the task's].",
+                              show_default=False),
+    attack: int = typer.Option(None, "--attack", help="Images in the attacker's split.",
+                               show_default=False),
+    test: int = typer.Option(None, "--test", help="Images in the evaluation split.",
+                             show_default=False),
 ) -> None:
     """Write a generated data set for TASK in its real on-disk format."""
     p, _ = _privacy()
@@ -89,12 +93,14 @@ def generate(
         raise VeilError(f"task {task!r} has no data generator")
     from veil.privacy._util import bar
 
-    total = train + attack + test
+    given = {"train": train, "attack": attack, "test": test}
+    sizes = {**t.sizes, **{k: v for k, v in given.items() if v is not None}}
+    total = sum(sizes.values())
     progress = bar(True, total, f"writing {task} images", "img")
-    t.generate(path, seed, {"train": train, "attack": attack, "test": test},
-               progress=progress.update)
+    t.generate(path, seed, sizes, progress=progress.update)
     progress.close()
-    console.print(f"Wrote {total} images to {path} (train {train}, attack {attack}, test {test}).")
+    console.print(f"Wrote {total} images to {path} (train {sizes['train']}, attack "
+                  f"{sizes['attack']}, test {sizes['test']}).")
 
 
 @app.command("fit")

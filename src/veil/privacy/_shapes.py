@@ -118,7 +118,7 @@ def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = Non
     from PIL import Image
 
     path = Path(path)
-    sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
+    sizes = {**DEFAULT_SIZES, **(sizes or {})}
     if not isinstance(seed, int) or seed < 0:
         raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
     for split, n in sizes.items():
@@ -296,4 +296,5 @@ TASK = register_task(PrivacyTask(
     score=score,
     images=images,
     generate=generate,
+    sizes=DEFAULT_SIZES,
 ))

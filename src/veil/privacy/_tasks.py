@@ -9,8 +9,10 @@ from typing import Any
 
 from veil.errors import NotFound
 
-# Modules that register tasks when imported; a solution adds itself here.
+# Modules that register tasks when imported. Solutions add theirs through the
+# `veil.privacy.tasks` entry point (pyproject.toml), so veil.privacy never imports them by name.
 _PROVIDERS = ["veil.privacy._shapes"]
+ENTRY_POINT_GROUP = "veil.privacy.tasks"
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,9 @@ class PrivacyTask:
     score(model, transform, data, split, device) -> the task metric (higher is better), with
         `transform` applied to the activation (None: clean).
     images(data, split, batch_size) -> iterable of (inputs, images in [0, 1]) for the attack.
-    generate(path, seed, sizes) writes a dataset in the task's real on-disk format.
+    generate(path, seed, sizes, progress) writes a dataset in the task's real on-disk format;
+        `sizes` maps "train" (the fit split), "attack" and "test" to image counts, and
+        `sizes` below holds the task's defaults.
     """
 
     name: str
@@ -38,6 +42,8 @@ class PrivacyTask:
     splits: dict[str, str] = field(default_factory=lambda: {
         "fit": "train", "attack": "attack", "test": "test"})
     bench_input: tuple[int, int, int] = (3, 1080, 1920)
+    sizes: dict[str, int] = field(default_factory=lambda: {"train": 4000, "attack": 2000,
+                                                           "test": 1000})
 
 
 _TASKS: dict[str, PrivacyTask] = {}
@@ -50,7 +56,12 @@ def register_task(task: PrivacyTask) -> PrivacyTask:
 
 
 def _load_providers() -> None:
-    for module in _PROVIDERS:
+    from importlib.metadata import entry_points
+
+    modules = list(_PROVIDERS)
+    modules += [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)
+                if ep.value not in modules]
+    for module in modules:
         importlib.import_module(module)
 
 

@@ -196,34 +196,55 @@ def render(rng: np.random.Generator, size: tuple[int, int] | None = None,
     return (out, ellipses, face_masks) if masks else (out, ellipses)
 
 
-def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progress=None) -> Path:
-    """Write a synthetic FDDB data set: 10 folds of `images_per_fold` images.
+SUBSETS = ("fit", "attack")  # extra FDDB-layout sets under the root, for veil.privacy
 
-    The files appear all at once: they are written beside `path` and renamed into place."""
+
+def _write_folds(root: Path, seed: int, images_per_fold: int, stream: int, progress) -> int:
     from PIL import Image
 
+    faces = 0
+    for fold in FOLDS:
+        rng = np.random.default_rng([seed, fold] if stream == 0 else [seed, fold, stream])
+        images = []
+        for j in range(images_per_fold):
+            arr, ellipses = render(rng)
+            name = f"synth/fold-{fold:02d}/img_{j:04d}"
+            target = root / "originalPics" / f"{name}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(target, quality=92)
+            images.append(FddbImage(name, target, ellipses))
+            faces += len(ellipses)
+            if progress is not None:
+                progress(1)
+        write_fold(root, fold, images)
+    return faces
+
+
+def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progress=None, *,
+             fit_per_fold: int = 0, attack_per_fold: int = 0) -> Path:
+    """Write a synthetic FDDB data set: 10 folds of `images_per_fold` images.
+
+    With `fit_per_fold` / `attack_per_fold`, also write `fit/` and `attack/` under it, each an
+    FDDB-layout set of 10 folds from independent random streams: the images veil.privacy fits
+    the obfuscator on and trains the reconstruction attack on (never the evaluated folds).
+    The files appear all at once: they are written beside `path` and renamed into place."""
     path = Path(path)
     if not isinstance(seed, int) or seed < 0:
         raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
-    if not isinstance(images_per_fold, int) or images_per_fold < 1:
-        raise InvalidArgument(f"each fold needs at least one image, not {images_per_fold!r}")
+    for what, n in (("each fold", images_per_fold), ("fit_per_fold", fit_per_fold),
+                    ("attack_per_fold", attack_per_fold)):
+        if not isinstance(n, int) or n < (1 if what == "each fold" else 0):
+            raise InvalidArgument(f"{what} needs a whole number of images"
+                                  f"{' >= 1' if what == 'each fold' else ' >= 0'}, not {n!r}")
     with new_directory(path) as tmp:
-        faces = 0
-        for fold in FOLDS:
-            rng = np.random.default_rng([seed, fold])
-            images = []
-            for j in range(images_per_fold):
-                arr, ellipses = render(rng)
-                name = f"synth/fold-{fold:02d}/img_{j:04d}"
-                target = tmp / "originalPics" / f"{name}.jpg"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(target, quality=92)
-                images.append(FddbImage(name, target, ellipses))
-                faces += len(ellipses)
-                if progress is not None:
-                    progress(1)
-            write_fold(tmp, fold, images)
+        faces = _write_folds(tmp, seed, images_per_fold, 0, progress)
+        extra = {}
+        for stream, (subset, n) in enumerate(zip(SUBSETS, (fit_per_fold, attack_per_fold),
+                                                 strict=True), start=1):
+            if n:
+                extra[subset] = {"images_per_fold": n,
+                                 "faces": _write_folds(tmp / subset, seed, n, stream, progress)}
         (tmp / "dataset.json").write_text(json.dumps(
             {"format": "fddb", "generator": "veil.solutions.face_privacy", "seed": seed,
-             "images_per_fold": images_per_fold, "faces": faces}, indent=2) + "\n")
+             "images_per_fold": images_per_fold, "faces": faces, **extra}, indent=2) + "\n")
     return path

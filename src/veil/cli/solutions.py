@@ -1,0 +1,158 @@
+"""`veil solutions ...`: the reference architectures built end to end on veil's parts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from veil.cli._render import console, err_console, print_json
+from veil.errors import InvalidArgument, VeilError
+
+app = typer.Typer(help="Reference architectures built end to end on veil.", no_args_is_help=True)
+faces = typer.Typer(help="TR-4928: confidential face detection (FaceBoxes on FDDB-layout data).",
+                    no_args_is_help=True)
+app.add_typer(faces, name="face-privacy")
+
+
+def _torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise VeilError("veil solutions face-privacy needs PyTorch: pip install 'veil[torch]'"
+                        ) from None
+
+
+def _tqdm_progress(desc: str, total: int):
+    """A tqdm bar on stderr that stays, like the seed's job log (also when not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return update
+
+
+@faces.command("generate")
+def generate(
+    path: Path = typer.Argument(..., help="New folder to write the data set into."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    images_per_fold: int = typer.Option(30, "--images-per-fold", help="Images in each of the "
+                                        "10 folds."),
+    fit_per_fold: int = typer.Option(10, "--fit-per-fold", help="Images per fold of ROOT/fit "
+                                     "(for fitting the obfuscator); 0: none."),
+    attack_per_fold: int = typer.Option(0, "--attack-per-fold", help="Images per fold of "
+                                        "ROOT/attack (the attacker's own images); 0: none."),
+    volume: str = typer.Option(None, "--volume", help="Write into this veil volume (created if "
+                               "missing); PATH is then relative to it."),
+) -> None:
+    """Write a synthetic data set in FDDB's layout (10 folds, ellipse annotations)."""
+    _torch()
+    from veil.solutions.face_privacy import _batch, _synth
+
+    if volume is not None:
+        from veil import data
+        from veil.errors import NotFound
+
+        try:
+            data.get_volume(volume)
+        except NotFound:
+            data.create_volume(volume)
+    target = _batch.resolve_dataset(path, volume)
+    total = 10 * (images_per_fold + fit_per_fold + attack_per_fold)
+    _synth.generate(target, seed, images_per_fold, _tqdm_progress("writing images", total),
+                    fit_per_fold=fit_per_fold, attack_per_fold=attack_per_fold)
+    console.print(f"Wrote {total} images to {target} (10 folds of {images_per_fold}"
+                  f"{f', fit/ {fit_per_fold} per fold' if fit_per_fold else ''}"
+                  f"{f', attack/ {attack_per_fold} per fold' if attack_per_fold else ''}).")
+
+
+@faces.command("evaluate")
+def evaluate(
+    dataset: str = typer.Option(None, "--dataset", help="FDDB-layout folder (FDDB-folds/, "
+                                "originalPics/); with --volume, a path inside the volume."),
+    volume: str = typer.Option(None, "--volume", help="Read the data set from this veil volume."),
+    noisy: bool = typer.Option(False, "--noisy", help="Obfuscate the activation (needs "
+                               "--alpha)."),
+    alpha: float = typer.Option(None, "--alpha", help="ALPHA of the obfuscation, in [0, 0.999]."),
+    obfuscator: Path = typer.Option(None, "--obfuscator", help="A fitted obfuscator (veil "
+                                    "privacy fit --task faces); default: fit one on DATASET/fit."),
+    weights: Path = typer.Option(None, "--weights", help="FaceBoxes weights (default: shipped)."),
+    results: str = typer.Option(None, "--results", help="Store results on this veil volume "
+                                "(created if missing) and snapshot it."),
+    snapshot: bool = typer.Option(True, "--snapshot/--no-snapshot", help="Snapshot the results "
+                                  "volume after the run."),
+    out: Path = typer.Option(None, "--out", help="Write results here (when not using "
+                             "--results)."),
+    workdir: Path = typer.Option(None, "--workdir", help="Where fitted obfuscators are kept "
+                                 "(default ./veil-privacy-faces)."),
+    device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, ..."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the log."),
+    emit_k8s: Path = typer.Option(None, "--emit-k8s", help="Instead of running, write Kubernetes "
+                                  "Job manifests for this job into this folder."),
+    alphas: str = typer.Option(None, "--alphas", help="With --emit-k8s: one noisy job per ALPHA "
+                               "(comma-separated) beside the raw one."),
+    data_pvc: str = typer.Option("inference-data", "--data-pvc", help="With --emit-k8s: the "
+                                 "PVC holding the data set (mounted at /data)."),
+    results_pvc: str = typer.Option(None, "--results-pvc", help="With --emit-k8s: a PVC for "
+                                    "results (mounted at /results)."),
+    namespace: str = typer.Option("inference", "--namespace", help="With --emit-k8s."),
+    image: str = typer.Option("veil:latest", "--image", help="With --emit-k8s: container image."),
+    gpus: int = typer.Option(0, "--gpus", help="With --emit-k8s: nvidia.com/gpu limit."),
+) -> None:
+    """Score the face detector on an FDDB-layout data set, clean or obfuscated (TR-4928 scenario
+    2), printing per-fold AP and mAP in the seed's format."""
+    if emit_k8s is not None:
+        from veil.solutions.face_privacy import _batch
+
+        if noisy and alpha is None:
+            raise InvalidArgument("--noisy needs --alpha")
+        sweep: list[float | None] = [None]
+        if alphas:
+            try:
+                sweep += [float(a) for a in alphas.split(",") if a.strip()]
+            except ValueError:
+                raise InvalidArgument(f"--alphas must be numbers separated by commas, not "
+                                      f"{alphas!r}") from None
+        elif noisy:
+            sweep = [alpha]
+        files = _batch.emit_k8s(emit_k8s, sweep, dataset=dataset or "FDDB", data_pvc=data_pvc,
+                                results_pvc=results_pvc, namespace=namespace, image=image,
+                                gpus=gpus)
+        for f in files:
+            console.print(f"wrote {f}")
+        return
+    if dataset is None:
+        raise InvalidArgument("--dataset is required (an FDDB-layout folder)")
+    if noisy and alpha is None:
+        raise InvalidArgument("--noisy needs --alpha (TR-4928 sweeps 0.05 ... 0.95)")
+    if alpha is not None and not noisy:
+        raise InvalidArgument("--alpha applies only with --noisy")
+    _torch()
+    from veil.solutions.face_privacy import _batch, _evaluate
+
+    res = _batch.evaluate(dataset, volume=volume, alpha=alpha if noisy else None,
+                          obfuscator=obfuscator, weights=weights, results=results,
+                          snapshot=snapshot, out=out, workdir=workdir, device=device,
+                          batch_size=batch_size, progress=_tqdm_progress,
+                          log=lambda m: err_console.print(m, markup=False))
+    ev = res.evaluation
+    if as_json:
+        return print_json({**ev.summary(), "results_dir": res.results_dir,
+                           "results_volume": res.results_volume, "snapshot": res.snapshot,
+                           "obfuscator": res.obfuscator})
+    for line in _evaluate.log_lines(ev) + _evaluate.extra_lines(ev):
+        print(line)
+    if res.results_dir:
+        where = f" on volume {res.results_volume}" if res.results_volume else ""
+        err_console.print(f"results: {res.results_dir}{where}", markup=False)
+    if res.snapshot:
+        err_console.print(f"snapshot: {res.snapshot}", markup=False)
+    if ev.errors:
+        raise typer.Exit(1)

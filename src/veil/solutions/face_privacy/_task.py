@@ -1,0 +1,141 @@
+"""The `faces` privacy task: FaceBoxes on FDDB-layout data, so `veil privacy fit|evaluate|attack|
+bench --task faces` work on it (registered through the `veil.privacy.tasks` entry point).
+
+A data set for this task is an FDDB root (the folds that are scored) with two more FDDB-layout
+sets under it, as `veil privacy generate --task faces` writes them:
+
+    ROOT/FDDB-folds, ROOT/originalPics   "test": the folds evaluated (mAP)
+    ROOT/fit/                            "fit": what the obfuscator's noise is fitted on
+    ROOT/attack/                         "attack": the attacker's own images, for its decoder
+
+For the attack, targets are the images stretched to 1024 x 1024 as the model sees them and then
+downscaled to 128 x 128 (ATTACK_SIZE): the decoder reconstructs a thumbnail, which is an easier
+task than reconstructing full resolution, so the SSIM it reaches is on the attacker's side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from veil.errors import InvalidArgument
+from veil.privacy._tasks import PrivacyTask, register_task
+from veil.solutions.face_privacy import _detector, _evaluate, _faceboxes, _synth
+from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
+
+ATTACK_SIZE = 128
+MAX_BATCH = 8  # 1024 x 1024 inputs: eight are 100 MB
+SIZES = {"train": 100, "attack": 600, "test": 300}  # images, 10 folds each ("train": fit/)
+
+
+def split_root(data: str | Path, split: str) -> Path:
+    root = Path(data)
+    if split == "test":
+        return root
+    if split not in _synth.SUBSETS:
+        raise InvalidArgument(f"the faces task has no split {split!r} (test, fit, attack)")
+    sub = root / split
+    if not sub.is_dir():
+        raise InvalidArgument(
+            f"{root} has no {split}/ set: the faces task fits the obfuscator on ROOT/fit and "
+            f"trains the attack on ROOT/attack (FDDB layout); `veil privacy generate --task faces` "
+            f"writes both")
+    return sub
+
+
+def _images(data, split: str) -> list[FddbImage]:
+    ds = read_fddb(split_root(data, split))
+    return [im for fold in ds.folds for im in fold.images]
+
+
+def _boxes(im: FddbImage, w: int, h: int) -> torch.Tensor:
+    b = torch.tensor([e.box() for e in im.ellipses], dtype=torch.float32).reshape(-1, 4)
+    return (b / torch.tensor([w, h, w, h], dtype=torch.float32)).clamp_(0, 1)
+
+
+class _Loader:
+    """Re-iterable (inputs (B, 3, 1024, 1024), [normalised corner boxes per image]) batches."""
+
+    def __init__(self, images: list[FddbImage], batch_size: int, shuffle: bool, targets: str):
+        self.images, self.shuffle, self.targets = images, shuffle, targets
+        self.batch_size = max(1, min(batch_size, MAX_BATCH))
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.images) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator:
+        order = np.arange(len(self.images))
+        if self.shuffle:
+            order = np.random.default_rng(self._epoch).permutation(order)
+            self._epoch += 1
+        for i in range(0, len(order), self.batch_size):
+            chunk = [self.images[j] for j in order[i:i + self.batch_size]]
+            arrays = [load_image(im) for im in chunk]
+            x = torch.stack([_detector.to_input(a) for a in arrays])
+            if self.targets == "boxes":
+                yield x, [_boxes(im, a.shape[1], a.shape[0]) for im, a in zip(chunk, arrays,
+                                                                               strict=True)]
+            else:
+                yield x, F.interpolate(x, size=(ATTACK_SIZE, ATTACK_SIZE), mode="bilinear",
+                                       align_corners=False, antialias=True).clamp_(0, 1)
+
+
+def loader(data, split: str, batch_size: int = MAX_BATCH, shuffle: bool = False) -> Iterable:
+    return _Loader(_images(data, split), batch_size, shuffle, "boxes")
+
+
+def images(data, split: str, batch_size: int = MAX_BATCH) -> Iterable:
+    return _Loader(_images(data, split), batch_size, False, "images")
+
+
+_PRIORS = {}
+
+
+def task_loss(output, targets) -> torch.Tensor:
+    loc, conf = output
+    key = str(loc.device)
+    if key not in _PRIORS:
+        _PRIORS[key] = _faceboxes.priors(_detector.INPUT, _detector.INPUT).to(loc.device)
+    return _faceboxes.multibox_loss(loc, conf, targets, _PRIORS[key])
+
+
+def score(model, transform, data, split: str = "test", device="cpu") -> float:
+    """mAP over the split's folds (mean of per-fold AP at IoU 0.5), as the seed reports it."""
+    return _evaluate.run(model, split_root(data, split), transform, strict=True).map
+
+
+def generate(path, seed: int = 0, sizes: dict[str, int] | None = None, progress=None):
+    """ROOT (test folds), ROOT/fit (the "train" count) and ROOT/attack; counts are images, a
+    multiple of 10 (ten folds each)."""
+    sizes = {**SIZES, **(sizes or {})}
+    unknown = set(sizes) - set(SIZES)
+    if unknown:
+        raise InvalidArgument(f"unknown split(s) {', '.join(sorted(unknown))} for faces "
+                              f"(train, attack, test)")
+    for split, n in sizes.items():
+        if not isinstance(n, int) or n < 10 or n % 10:
+            raise InvalidArgument(f"the faces task writes 10 folds: {split} needs a multiple of "
+                                  f"10 images, not {n!r}")
+    return _synth.generate(path, seed, sizes["test"] // 10, progress,
+                           fit_per_fold=sizes["train"] // 10,
+                           attack_per_fold=sizes["attack"] // 10)
+
+
+TASK = register_task(PrivacyTask(
+    name="faces",
+    description="FaceBoxes face detector on FDDB-layout data, 1024x1024 input (TR-4928)",
+    metric="mAP",
+    load_model=_detector.load_model,
+    loader=loader,
+    task_loss=task_loss,
+    score=score,
+    images=images,
+    generate=generate,
+    splits={"fit": "fit", "attack": "attack", "test": "test"},
+    sizes=SIZES,
+))
