@@ -127,7 +127,7 @@ def test_scenario_2_reads_a_volume_and_snapshots_the_results(fddb, tmp_path, cop
     assert snaps[0].labels["dataset-volume"] == "inference-data"
     assert float(snaps[0].labels["mAP"]) == pytest.approx(float(block[-1].split(": ")[1]))
     # the snapshot holds the run's files, and they are the printed results
-    root = data.snapshot_path("inference-results", snaps[0].name)
+    root = data.clone_volume("inference-results", "check", snapshot=snaps[0].name).path
     txt = next(root.glob("faces-raw-*/results.txt")).read_text().splitlines()
     assert txt[:14] == block
     # same seed, same images: the volume's copy scores exactly as the folder did

@@ -216,6 +216,8 @@ def attack(
                   f"{row.ssim:.3f}", _fmt_bits(row.bits_per_element),
                   "inf" if math.isinf(row.bits_per_input) else f"{row.bits_per_input:.0f}")
     console.print(t)
+    console.print(f"An attacker ignoring the activation (the attack images' mean image) scores "
+                  f"PSNR {r.floor_psnr:.2f} dB, SSIM {r.floor_ssim:.3f}.")
     if r.averaging:
         console.print(f"Averaging attack at ALPHA {r.averaging[0].alpha:g} "
                       "(mean of k obfuscations of the same input):")

@@ -186,6 +186,10 @@ class AttackResult:
     rows: list[AttackRow]
     averaging: list[AveragingRow] = field(default_factory=list)
     operating_alpha: float | None = None  # smallest ALPHA with SSIM <= 0.2
+    # An attacker who ignores the activation: the attack split's mean image, scored like the
+    # decoders. Reconstructions near it reveal nothing beyond what the data set looks like.
+    floor_psnr: float = math.nan
+    floor_ssim: float = math.nan
     grid: Path | None = None
     plot: Path | None = None
     json_path: Path | None = None
@@ -265,8 +269,10 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_A
         averaging.append(AveragingRow(avg_alpha, k, p, s,
                                       _bound(obfs[avg_alpha], signal_var, k)[0]))
     progress.close()
+    guess = att.images.mean(0, keepdim=True).expand_as(test.images).contiguous()
+    floor_psnr, floor_ssim = _attack.score(guess, test.images)
     result = AttackResult(task.name, distribution, len(att.images), len(test.images),
-                          attack_epochs, rows, averaging, operating)
+                          attack_epochs, rows, averaging, operating, floor_psnr, floor_ssim)
     workdir.mkdir(parents=True, exist_ok=True)
     from veil.privacy import _plots
 

@@ -42,6 +42,11 @@ def attack_plot(result, path: Path) -> Path:
     a1.set_ylabel("PSNR (dB)")
     a2.plot(alphas, [r.ssim for r in result.rows], "o-", color="tab:red")
     a2.axhline(0.2, color="grey", ls="--", label="SSIM 0.2")
+    floor = getattr(result, "floor_ssim", float("nan"))
+    if floor == floor:  # not NaN
+        a2.axhline(floor, color="tab:green", ls=":", label=f"mean image ({floor:.3f})")
+        a1.axhline(result.floor_psnr, color="tab:green", ls=":", label="mean image")
+        a1.legend()
     a2.set_ylabel("SSIM")
     a2.legend()
     for ax in (a1, a2):

@@ -1,4 +1,10 @@
-"""TR-4928's confidential face detection: FDDB data (real layout, or generated in it), ..."""
+"""TR-4928's confidential face detection: FDDB data (real layout, or generated in it), FaceBoxes
+split after its rapidly digested layers, AP and FDDB's discrete ROC, and the batch job.
+
+The data layer (reader, generator) needs only numpy and Pillow; the model and the scoring need
+PyTorch and are loaded on first use (`load_model`, `detect`, `evaluate`, ...)."""
+
+from importlib import import_module
 
 from veil.solutions.face_privacy._fddb import (
     Ellipse,
@@ -11,5 +17,22 @@ from veil.solutions.face_privacy._fddb import (
 )
 from veil.solutions.face_privacy._synth import generate, render
 
+_LAZY = {
+    "load_model": "_detector", "detect": "_detector", "to_input": "_detector",
+    "INPUT": "_detector", "evaluate": "_evaluate", "log_lines": "_evaluate",
+    "Evaluation": "_evaluate", "average_precision": "_metrics", "discrete_roc": "_metrics",
+    "batch_evaluate": "_batch", "emit_k8s": "_batch", "loader": "_task", "images": "_task",
+    "task_loss": "_task",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = import_module(f"{__name__}.{_LAZY[name]}")
+    real = {"evaluate": "run", "batch_evaluate": "evaluate"}.get(name, name)
+    return getattr(module, real)
+
+
 __all__ = ["Ellipse", "FddbDataset", "FddbImage", "Fold", "generate", "load_image", "read_fddb",
-           "read_fold", "render"]
+           "read_fold", "render", *_LAZY]
