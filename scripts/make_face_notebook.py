@@ -21,7 +21,8 @@ a small synthetic set is generated there."""),
 import tempfile
 from pathlib import Path
 
-DATA = Path(os.environ.get("VEIL_FACES_DATA", Path(tempfile.gettempdir()) / "veil-faces-notebook"))
+DATA = Path(os.environ.get("VEIL_FACES_DATA",
+                           Path(tempfile.gettempdir()) / "veil-faces-notebook"))
 ALPHA = float(os.environ.get("VEIL_FACES_ALPHA", "0.8"))
 THRESHOLD = 0.5  # score above which a box is drawn"""),
     ("code", """import matplotlib.pyplot as plt
@@ -43,7 +44,8 @@ input_image_height, input_image_width = input_image.shape[:2]
 clean_model = fp.load_model()  # FaceBoxes, split after the rapidly digested conv layers
 priors = _faceboxes.priors(fp.INPUT, fp.INPUT)
 print(f"{len(dataset.folds)} folds, {sum(len(f.images) for f in dataset.folds)} images; "
-      f"first image {input_image_width} x {input_image_height} with {len(image.ellipses)} faces")"""),
+      f"first image {input_image_width} x {input_image_height}, "
+      f"{len(image.ellipses)} faces")"""),
     ("code", """def preprocess_input(frame):
     return fp.to_input(frame)[None]  # (1, 3, 1024, 1024) in [0, 1]
 
@@ -51,13 +53,14 @@ print(f"{len(dataset.folds)} folds, {sum(len(f.images) for f in dataset.folds)} 
 def postprocess_outputs(loc, conf, threshold):
     boxes, scores = _faceboxes.detect(loc, conf, priors, fp.INPUT, fp.INPUT)[0]
     scale = torch.tensor([input_image_width, input_image_height] * 2) / fp.INPUT
-    return [(*(b * scale).tolist(), float(s)) for b, s in zip(boxes, scores) if s >= threshold]
+    return [(*(b * scale).tolist(), float(s))
+            for b, s in zip(boxes, scores, strict=True) if s >= threshold]
 
 
 def draw(frame, outputs, colour=(255, 0, 0)):
     im = Image.fromarray(frame.copy())
     d = ImageDraw.Draw(im)
-    for (x1, y1, x2, y2, s) in outputs:
+    for (x1, y1, x2, y2, _score) in outputs:
         d.rectangle((x1, y1, x2, y2), outline=colour, width=3)
     return np.asarray(im)"""),
     ("md", "### STEP 3-1: Clean (without obfuscation) detection"),
@@ -72,7 +75,10 @@ clean_outputs = postprocess_outputs(loc, pred, THRESHOLD)
 clean_frame = draw(frame, clean_outputs)
 print("activation sent to the tail:", tuple(clean_activation.shape))
 print(f"{len(clean_outputs)} faces found, {len(image.ellipses)} annotated")
-plt.figure(figsize=(6, 5)); plt.imshow(clean_frame); plt.axis("off"); plt.title("clean");"""),
+plt.figure(figsize=(6, 5))
+plt.imshow(clean_frame)
+plt.axis("off")
+plt.title("clean detections");"""),
     ("md", """### Fitting the noise
 
 The noise is fitted once, on the data set's `fit/` images (never the evaluated folds), with the
@@ -97,8 +103,10 @@ noisy_outputs = postprocess_outputs(loc, pred, THRESHOLD)
 noisy_frame = draw(frame, noisy_outputs)
 print(f"{len(noisy_outputs)} faces found on the obfuscated activation")
 fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-ax[0].imshow(clean_frame); ax[0].set_title("clean detections")
-ax[1].imshow(noisy_frame); ax[1].set_title(f"obfuscated (ALPHA {ALPHA:g}) detections")
+ax[0].imshow(clean_frame)
+ax[0].set_title("clean detections")
+ax[1].imshow(noisy_frame)
+ax[1].set_title(f"obfuscated (ALPHA {ALPHA:g}) detections")
 ax[2].imshow(noisy_activation[0].mean(0), cmap="gray")
 ax[2].set_title("what leaves the trusted zone (mean over channels)")
 for a in ax:
