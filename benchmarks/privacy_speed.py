@@ -1,6 +1,7 @@
-"""Obfuscation cost for one 1920x1080 frame through the shapes classifier, side by side.
+"""Obfuscation cost for one 1920x1080 frame through a split model, side by side.
 
     .venv/bin/python benchmarks/privacy_speed.py [--device cpu|cuda] [--repeats 15]
+    .venv/bin/python benchmarks/privacy_speed.py --task faces     # FaceBoxes (issue 4)
 
 Fits (or reuses) an ALPHA 0.8 Laplace obfuscator on a small generated set (WORKDIR/speed; the
 noise's values do not change its cost), then times head, obfuscation and tail on one random
@@ -29,13 +30,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--obf-repeats", type=int, default=200)
     p.add_argument("--distribution", default="laplace")
+    p.add_argument("--task", default="shapes", choices=("shapes", "faces"))
     args = p.parse_args()
 
-    task = get_task("shapes")
-    data = args.workdir / "data-speed"
+    task = get_task(args.task)
+    faces = args.task == "faces"
+    data = args.workdir / ("data-speed-faces" if faces else "data-speed")
     if not (data / "dataset.json").exists():
-        task.generate(data, 0, {"train": 400, "attack": 1, "test": 1})
-    wd = args.workdir / "speed"
+        task.generate(data, 0, {"train": 40, "attack": 10, "test": 10} if faces
+                      else {"train": 400, "attack": 1, "test": 1})
+    wd = args.workdir / ("speed-faces" if faces else "speed")
     obf = _measure.obfuscators(task, data, [0.8], workdir=wd, distribution=args.distribution,
                                epochs=1, device=args.device)[0.8]
     r = _measure.bench(task, obf, repeats=args.repeats, obf_repeats=args.obf_repeats,
@@ -61,7 +65,7 @@ def main() -> None:
     out = Path("benchmarks/out")
     out.mkdir(parents=True, exist_ok=True)
     dev = args.device.replace(":", "")
-    (out / f"privacy_speed_{dev}.json").write_text(
+    (out / f"privacy_speed_{'faces_' if faces else ''}{dev}.json").write_text(
         json.dumps(dataclasses.asdict(r), indent=2) + "\n")
 
 

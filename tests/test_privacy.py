@@ -368,17 +368,17 @@ def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
 
 
 def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tmp_path):
-    r = _measure.evaluate(TASK, shapes_data, [0.2, 0.99], workdir=tmp_path, epochs=1, draws=3)
-    assert [row.alpha for row in r.rows] == [None, 0.2, 0.99]
+    r = _measure.evaluate(TASK, shapes_data, [0.2, 0.97], workdir=tmp_path, epochs=1, draws=3)
+    assert [row.alpha for row in r.rows] == [None, 0.2, 0.97]
     assert r.draws == 3 and r.rows[0].spread == 0.0 and r.rows[2].spread > 0  # fresh noise
     assert r.clean > 0.9
     assert r.rows[1].value >= r.rows[2].value - 0.05
-    saved = tmp_path / "obfuscators" / "laplace-alpha-0.99" / "config.json"
+    saved = tmp_path / "obfuscators" / "laplace-alpha-0.97" / "config.json"
     stamp = saved.stat().st_mtime_ns
-    again = _measure.evaluate(TASK, shapes_data, [0.99], workdir=tmp_path, epochs=1)
+    again = _measure.evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=1)
     assert saved.stat().st_mtime_ns == stamp
     refits = []
-    _measure.evaluate(TASK, shapes_data, [0.99], workdir=tmp_path, epochs=2, log=refits.append)
+    _measure.evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=2, log=refits.append)
     assert saved.stat().st_mtime_ns != stamp and "fitted for 1 epochs" in refits[0]
     assert again.clean == r.clean
     assert json.loads((tmp_path / "evaluate.json").read_text())["metric"] == "accuracy"

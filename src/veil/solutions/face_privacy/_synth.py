@@ -231,11 +231,11 @@ def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progres
     path = Path(path)
     if not isinstance(seed, int) or seed < 0:
         raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
-    for what, n in (("each fold", images_per_fold), ("fit_per_fold", fit_per_fold),
-                    ("attack_per_fold", attack_per_fold)):
-        if not isinstance(n, int) or n < (1 if what == "each fold" else 0):
-            raise InvalidArgument(f"{what} needs a whole number of images"
-                                  f"{' >= 1' if what == 'each fold' else ' >= 0'}, not {n!r}")
+    if not isinstance(images_per_fold, int) or images_per_fold < 1:
+        raise InvalidArgument(f"each fold needs at least one image, not {images_per_fold!r}")
+    for what, n in (("fit_per_fold", fit_per_fold), ("attack_per_fold", attack_per_fold)):
+        if not isinstance(n, int) or n < 0:
+            raise InvalidArgument(f"{what} must be a whole number >= 0, not {n!r}")
     with new_directory(path) as tmp:
         faces = _write_folds(tmp, seed, images_per_fold, 0, progress)
         extra = {}
