@@ -125,6 +125,7 @@ def test_scenario_2_reads_a_volume_and_snapshots_the_results(fddb, tmp_path, cop
     snaps = data.list_snapshots("inference-results")
     assert len(snaps) == 1 and snaps[0].name.startswith("snap-inference-results-faces-raw-")
     assert snaps[0].labels["dataset-volume"] == "inference-data"
+    assert snaps[0].labels["dataset"] == "faces/FDDB"  # inside the volume, not veil's storage
     assert float(snaps[0].labels["mAP"]) == pytest.approx(float(block[-1].split(": ")[1]))
     # the snapshot holds the run's files, and they are the printed results
     root = data.clone_volume("inference-results", "check", snapshot=snaps[0].name).path

@@ -164,7 +164,7 @@ def evaluate(
                    verbose=True, log=_log)
     if as_json:
         return print_json(r)
-    name = r.metric[:1].upper() + r.metric[1:]
+    name = r.metric if r.metric != r.metric.lower() else r.metric[:1].upper() + r.metric[1:]
     t = Table("Obfuscation", "ALPHA", name, "of clean", "budget bits/element", box=None)
     for row in r.rows:
         if row.alpha is None:

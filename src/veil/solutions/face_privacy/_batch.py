@@ -39,8 +39,9 @@ def resolve_dataset(dataset: str | Path, volume: str | None, *, home=None) -> Pa
         except ValueError:
             raise InvalidArgument(f"{dataset} is not inside volume {volume!r} ({root}); give a "
                                   f"path relative to the volume") from None
-    path = (root / rel).resolve()
-    if path != root.resolve() and root.resolve() not in path.parents:
+    path = root / rel
+    real, real_root = path.resolve(), root.resolve()
+    if real != real_root and real_root not in real.parents:
         raise InvalidArgument(f"{dataset} leads outside volume {volume!r}")
     return path
 
@@ -107,7 +108,8 @@ def evaluate(dataset: str | Path, *, volume: str | None = None, alpha: float | N
         from veil import data
 
         out_dir = _evaluate.write(ev, ds, data.volume_path(results, home=home) / name)
-        labels = {"job": name, "dataset": str(path), "mAP": f"{ev.map:.6f}",
+        shown = path.relative_to(data.volume_path(volume, home=home)) if volume else path
+        labels = {"job": name, "dataset": str(shown), "mAP": f"{ev.map:.6f}",
                   "alpha": "raw" if alpha is None else f"{alpha:g}"}
         if volume:
             labels["dataset-volume"] = volume
