@@ -93,15 +93,10 @@ def images(data, split: str, batch_size: int = MAX_BATCH) -> Iterable:
     return _Loader(_images(data, split), batch_size, False, "images")
 
 
-_PRIORS = {}
-
-
 def task_loss(output, targets) -> torch.Tensor:
     loc, conf = output
-    key = str(loc.device)
-    if key not in _PRIORS:
-        _PRIORS[key] = _faceboxes.priors(_detector.INPUT, _detector.INPUT).to(loc.device)
-    return _faceboxes.multibox_loss(loc, conf, targets, _PRIORS[key])
+    return _faceboxes.multibox_loss(loc, conf, targets,
+                                    _detector.priors(_detector.INPUT, loc.device))
 
 
 def score(model, transform, data, split: str = "test", device="cpu") -> float:
