@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything `make demo` and `make test` need on a fresh machine: Debian packages (when root),
-# a virtual environment in .venv, and veil installed into it with PyTorch (CPU) and its test tools.
+# a virtual environment in .venv, and veil installed into it with PyTorch (CPU), Triton (PyTriton) and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -21,4 +21,4 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,torch]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,torch,serve]'

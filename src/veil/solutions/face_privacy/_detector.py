@@ -67,11 +67,21 @@ def detect(model: SplitModel, images: Sequence[np.ndarray], transform: Transform
     if transform is not None:
         a = transform(a)
     loc, conf = model.forward_tail(a)
-    dets = _faceboxes.detect(loc, conf, priors(size, device), size, size,
+    return postprocess(loc, conf, [im.shape[:2] for im in images], size=size,
+                       score_threshold=score_threshold)
+
+
+def postprocess(loc, conf, sizes: Sequence[tuple[int, int]], *, size: int = INPUT,
+                score_threshold: float = 0.05) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tail's outputs (loc (N, P, 4), conf (N, P, 2); tensors or arrays) as detections per
+    image: (boxes (K, 4) x1, y1, x2, y2 in the pixels of an image of (height, width) `sizes[i]`,
+    scores (K,)), best first."""
+    loc, conf = (torch.as_tensor(np.array(t) if isinstance(t, np.ndarray) and
+                                 not t.flags.writeable else t) for t in (loc, conf))
+    dets = _faceboxes.detect(loc, conf, priors(size, loc.device), size, size,
                              score_threshold=score_threshold)
     out = []
-    for im, (boxes, scores) in zip(images, dets, strict=True):
-        h, w = im.shape[:2]
+    for (h, w), (boxes, scores) in zip(sizes, dets, strict=True):
         scale = torch.tensor([w / size, h / size, w / size, h / size], device=boxes.device)
         out.append(((boxes * scale).cpu().numpy(), scores.cpu().numpy()))
     return out

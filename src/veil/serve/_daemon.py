@@ -1,0 +1,155 @@
+"""The server process behind `veil serve start`: `python -m veil.serve._daemon CONFIG_JSON`.
+
+It detaches (the launching command returns at once and the server is nobody's child), loads the
+TorchScript models of the repository, binds them into PyTriton's Triton Inference Server on
+loopback, records itself as ready in the veil home and serves until SIGTERM or SIGINT. On either
+it stops taking requests, lets Triton finish the ones in flight, and exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _infer_fn(spec, module, device: str):
+    import numpy as np
+    import torch
+
+    in_names = [t.name for t in spec.inputs]
+    out_names = [t.name for t in spec.outputs]
+
+    def run(**inputs):
+        with torch.inference_mode():
+            xs = []
+            for n in in_names:
+                a = inputs[n]
+                if not a.flags.writeable:
+                    a = np.array(a)
+                xs.append(torch.from_numpy(a).to(device))
+            out = module(*xs)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return {n: o.detach().cpu().numpy() for n, o in zip(out_names, outs, strict=True)}
+
+    if spec.max_batch_size > 0:
+        from pytriton.decorators import batch
+
+        return batch(run)
+
+    def unbatched(requests):
+        return [run(**{n: r[n] for n in in_names}) for r in requests]
+
+    return unbatched
+
+
+def _serve(info, home: Path):
+    import numpy as np
+    import torch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import (
+        DEFAULT_PROTECTED_ENDPOINTS,
+        Triton,
+        TritonConfig,
+        TritonSecurityConfig,
+    )
+
+    from veil.serve._repo import load_torchscript, read_repository
+
+    if info.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {info.device}: CUDA is not available on this machine")
+    specs = read_repository(Path(info.repo_path))
+    config = TritonConfig(
+        http_address=info.host, http_port=info.http_port, grpc_address=info.host,
+        grpc_port=info.grpc_port, metrics_port=info.metrics_port, metrics_address=info.host,
+        log_file=Path(info.log).with_suffix(".triton.log"), exit_timeout_secs=60)
+    # PyTriton guards some endpoints with a random token. The seed's client reads the inference
+    # statistics without one, so those (counts and timings, no data) stay open; model control,
+    # shared memory, tracing and logging stay closed.
+    security = TritonSecurityConfig(restricted_endpoints=[
+        e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+    triton = Triton(config=config, security_config=security)
+    try:
+        for spec in specs:
+            module = load_torchscript(spec.model_file, info.device)
+            fns = [_infer_fn(spec, module, info.device) for _ in range(spec.instances)]
+            if spec.max_batch_size > 0:
+                batcher = DynamicBatcher(max_queue_delay_microseconds=spec.max_queue_delay_us) \
+                    if spec.dynamic_batching else None
+                mc = ModelConfig(max_batch_size=spec.max_batch_size, batcher=batcher) \
+                    if batcher else ModelConfig(max_batch_size=spec.max_batch_size)
+            else:
+                mc = ModelConfig(batching=False)
+            triton.bind(
+                model_name=spec.name, infer_func=fns if len(fns) > 1 else fns[0],
+                inputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.dims)
+                        for t in spec.inputs],
+                outputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.dims)
+                         for t in spec.outputs],
+                config=mc, strict=True)
+            print(f"model {spec.name} version {spec.version}: {spec.model_file}", flush=True)
+        triton.run()
+    except BaseException:
+        triton.stop()
+        raise
+    return triton
+
+
+def run(cfg: dict) -> int:
+    import signal
+    import threading
+    import traceback
+
+    from veil.serve._server import ServerInfo, _entry, _read, proc_start_time, write_entry
+
+    home = Path(cfg["home"])
+    info = ServerInfo(**cfg["info"])
+    info.pid, info.claimed_by = os.getpid(), None
+    info.proc_start = proc_start_time(info.pid)
+    write_entry(info, home)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        print(f"signal {signal.Signals(signum).name}: stopping", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"veil serve: server {info.name!r} (pid {info.pid}) starting", flush=True)
+    try:
+        triton = _serve(info, home)
+    except BaseException as e:
+        traceback.print_exc()
+        info.state, info.error = "failed", _one_line(e)
+        print(f"error: {info.error}", flush=True)
+        write_entry(info, home)
+        return 1
+    info.state = "ready"
+    write_entry(info, home)
+    print(f"ready: http {info.http}, grpc {info.grpc}, metrics {info.metrics}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    info.state = "stopping"
+    write_entry(info, home)
+    triton.stop()  # Triton finishes the requests in flight before it exits
+    mine = _read(_entry(info.name, home))
+    if mine is not None and mine.pid == info.pid:
+        _entry(info.name, home).unlink(missing_ok=True)
+    print("stopped", flush=True)
+    return 0
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    if os.fork() > 0:  # the launcher returns now; the server runs on, reparented
+        os._exit(0)
+    sys.exit(run(cfg))
+
+
+if __name__ == "__main__":
+    main()

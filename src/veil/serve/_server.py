@@ -1,0 +1,365 @@
+"""Triton servers that veil starts, lists and stops: one background process per server, known by
+name in the veil home (`serve/NAME.json`), serving a model repository from a veil volume on
+loopback. The process itself is `veil.serve._daemon`; this module never imports torch."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from veil._config import veil_home
+from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound, VeilError
+
+HOST = "127.0.0.1"
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+@dataclass
+class ServerInfo:
+    name: str
+    state: str  # starting, ready, stopping, exited
+    pid: int | None
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    model_repo: str  # the veil volume
+    repo_path: str
+    device: str = "cpu"
+    models: list[str] = field(default_factory=list)
+    started: str = ""
+    log: str = ""
+    host: str = HOST
+    proc_start: int | None = None  # /proc start time, to tell our pid from a reused one
+    error: str | None = None
+    claimed_by: int | None = None  # the command starting it, until the server has a pid
+
+    @property
+    def http(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.host}:{self.metrics_port}/metrics"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.update(http=self.http, grpc=self.grpc, metrics=self.metrics)
+        return d
+
+
+# ------------------------------------------------------------------ processes
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state is [0], ppid [1], start [19])."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2:].split()
+
+
+def proc_start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """Whether `pid` runs (not a zombie) and, given `start`, is the same process as then."""
+    if not pid:
+        return False
+    if Path("/proc").is_dir():
+        fields = _stat(pid)
+        if fields is None or fields[0] in ("Z", "X"):
+            return False
+        return start is None or int(fields[19]) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for p in Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(p.name))
+        if fields and fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(p.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+# ------------------------------------------------------------------ registry
+def _dir(home: Path | None) -> Path:
+    return Path(home or veil_home()) / "serve"
+
+
+def _entry(name: str, home: Path | None) -> Path:
+    return _dir(home) / f"{name}.json"
+
+
+def _read(path: Path) -> ServerInfo | None:
+    try:
+        raw = json.loads(path.read_text())
+        known = ServerInfo.__dataclass_fields__
+        return ServerInfo(**{k: v for k, v in raw.items() if k in known})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_entry(info: ServerInfo, home: Path | None) -> None:
+    """Replace NAME.json atomically (readers never see half a file)."""
+    path = _entry(info.name, home)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _live_state(info: ServerInfo) -> ServerInfo:
+    if info.state in ("starting", "ready", "stopping", "failed"):
+        if info.pid is not None:
+            alive = pid_alive(info.pid, info.proc_start)
+        else:
+            alive = info.state == "starting" and pid_alive(info.claimed_by)
+        if not alive:
+            info.state = "exited"
+    return info
+
+
+def get_server(name: str, *, home: Path | None = None) -> ServerInfo:
+    info = _read(_entry(name, home))
+    if info is None:
+        raise NotFound(f"no server named {name!r} (veil serve list shows them)")
+    return _live_state(info)
+
+
+def list_servers(*, home: Path | None = None) -> list[ServerInfo]:
+    d = _dir(home)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.glob("*.json")):
+        info = _read(p)
+        if info is not None:
+            out.append(_live_state(info))
+    return out
+
+
+# ------------------------------------------------------------------ start
+def _check_port(port: int, what: str) -> int:
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidArgument(f"--{what}-port must be in 1..65535, not {port!r}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                why = "already in use" if e.errno == errno.EADDRINUSE else "not allowed"
+                raise InUse(f"{what} port {port} on {HOST} is {why}; choose another with "
+                            f"--{what}-port") from None
+            raise
+    return port
+
+
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+
+
+def _daemon_env() -> dict[str, str]:
+    """The server's environment. PyTriton's Python backend stub links against libpython: on a
+    Python built with a shared library outside the system paths (pyenv, conda), Triton needs
+    that library's folder on LD_LIBRARY_PATH."""
+    import sysconfig
+
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+        if libdir not in paths:
+            env["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start(model_repo: str, *, name: str | None = None, http_port: int | None = None,
+          grpc_port: int | None = None, metrics_port: int | None = None, device: str = "cpu",
+          timeout: float = 180.0, home: Path | None = None) -> ServerInfo:
+    """Start a Triton server (PyTriton) on loopback serving the models in the veil volume
+    `model_repo`; returns once it is ready. Ports left out are picked free."""
+    from veil import data
+    from veil.data import validate_name
+    from veil.serve._repo import read_repository
+
+    validate_name(model_repo, "volume name")
+    name = name or model_repo
+    validate_name(name, "server name")
+    if not _DEVICE.fullmatch(device):
+        raise InvalidArgument(f"--device must be cpu or cuda[:N], not {device!r}")
+    repo = data.volume_path(model_repo, home=home)  # NotFound for a missing volume
+    models = read_repository(repo)  # config errors now, before any process starts
+    d = _dir(home)
+    d.mkdir(parents=True, exist_ok=True)
+    entry = _entry(name, home)
+    current = _read(entry) if entry.exists() else None
+    if current is not None:
+        current = _live_state(current)
+        if current.state != "exited":
+            if current.pid is None:
+                raise AlreadyExists(f"a server named {name!r} is being started by another "
+                                    "command")
+            raise AlreadyExists(f"a server named {name!r} is already {current.state} (pid "
+                                f"{current.pid}, http {current.http}); stop it first: veil serve "
+                                f"stop {name}")
+        entry.unlink(missing_ok=True)
+    ports: dict[str, int] = {}
+    for what, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
+        if port is not None:
+            if port in ports.values():
+                raise InvalidArgument(f"--{what}-port {port} is given twice; each endpoint needs "
+                                      "its own port")
+            ports[what] = _check_port(port, what)
+    for what in ("http", "grpc", "metrics"):
+        ports.setdefault(what, _free_port(set(ports.values())))
+    info = ServerInfo(name=name, state="starting", pid=None, http_port=ports["http"],
+                      grpc_port=ports["grpc"], metrics_port=ports["metrics"],
+                      model_repo=model_repo, repo_path=str(repo), device=device,
+                      models=[m.name for m in models],
+                      started=time.strftime("%Y-%m-%d %H:%M:%S"), log=str(d / f"{name}.log"))
+    # claim the name: exactly one of two concurrent starts creates the entry
+    try:
+        fd = os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise AlreadyExists(f"a server named {name!r} is being started by another command"
+                            ) from None
+    info.claimed_by = os.getpid()
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(info), f)
+    try:
+        with open(info.log, "ab") as log:
+            launcher = subprocess.run(
+                [sys.executable, "-m", "veil.serve._daemon", json.dumps(
+                    {"info": asdict(info), "home": str(home or veil_home())})],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_daemon_env(),
+                start_new_session=True, timeout=60, check=False)
+        if launcher.returncode != 0:
+            raise VeilError(f"server {name!r} could not be launched (exit "
+                            f"{launcher.returncode}); see {info.log}")
+        return _wait_ready(name, timeout, home)
+    except BaseException:
+        failed = _read(entry)
+        if failed is not None and failed.pid and pid_alive(failed.pid, failed.proc_start):
+            _terminate(failed, grace=10.0)
+        entry.unlink(missing_ok=True)
+        raise
+
+
+def _last_error(log: str) -> str:
+    try:
+        lines = [ln.strip() for ln in Path(log).read_text(errors="replace").splitlines()
+                 if ln.strip()]
+    except OSError:
+        return ""
+    for ln in reversed(lines):
+        if ln.startswith("error:"):
+            return ln.removeprefix("error:").strip()
+    return lines[-1] if lines else ""
+
+
+def _wait_ready(name: str, timeout: float, home: Path | None) -> ServerInfo:
+    entry = _entry(name, home)
+    deadline = time.monotonic() + timeout
+    seen_pid = False
+    while True:
+        info = _read(entry)
+        if info is not None:
+            if info.state == "ready":
+                return info
+            if info.state == "failed":
+                raise VeilError(f"server {name!r} failed to start: {info.error} "
+                                f"(log: {info.log})")
+            if info.pid is not None:
+                seen_pid = True
+                if not pid_alive(info.pid, info.proc_start):
+                    raise VeilError(f"server {name!r} exited while starting: "
+                                    f"{_last_error(info.log)} (log: {info.log})")
+        elif seen_pid:
+            raise VeilError(f"server {name!r} vanished while starting")
+        if time.monotonic() > deadline:
+            raise VeilError(f"server {name!r} was not ready after {timeout:.0f} s "
+                            f"(log: {info.log if info else '?'})")
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------ stop
+def _terminate(info: ServerInfo, *, grace: float) -> bool:
+    """SIGTERM the server (it drains in-flight requests), SIGKILL it after `grace` seconds, and
+    kill whatever it left behind. True when it had to be killed."""
+    pid = info.pid
+    assert pid is not None
+    below = descendants(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    killed = False
+    deadline = time.monotonic() + grace
+    while pid_alive(pid, info.proc_start) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid, info.proc_start):
+        below = sorted(set(below) | set(descendants(pid)))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        killed = True
+    # Triton and its backend stubs end with the server; give them a moment, then make sure
+    late = time.monotonic() + 5.0
+    while any(pid_alive(p) for p in below) and time.monotonic() < late:
+        time.sleep(0.05)
+    for p in below:
+        if pid_alive(p):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+            killed = True
+    return killed
+
+
+@dataclass
+class StopResult:
+    name: str
+    was_running: bool
+    killed: bool
+
+
+def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopResult:
+    """Stop server `name`: requests in flight finish (up to `grace` seconds), then the server
+    and every process it started are gone, and its name is free again."""
+    info = get_server(name, home=home)
+    entry = _entry(name, home)
+    if info.state == "exited" or info.pid is None:
+        entry.unlink(missing_ok=True)
+        return StopResult(name, False, False)
+    killed = _terminate(info, grace=grace)
+    entry.unlink(missing_ok=True)
+    return StopResult(name, True, killed)
