@@ -8,7 +8,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import pool, privacy, snapshot, solutions, volume
+from veil.cli import pool, privacy, serve, snapshot, solutions, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.errors import InvalidArgument, VeilError
@@ -25,6 +25,7 @@ app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(pool.app, name="pool")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(solutions.app, name="solutions")
+app.add_typer(serve.app, name="serve")
 app.command("doctor")(doctor)
 
 

@@ -10,6 +10,8 @@ A client holds one connection: use one client per thread.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,7 +55,14 @@ def _shape(shape: Sequence[int]) -> str:
 
 def _message(e: BaseException) -> str:
     msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
-    msg = (msg or type(e).__name__).strip().splitlines()[0]
+    lines = [ln.strip() for ln in (msg or type(e).__name__).strip().splitlines() if ln.strip()]
+    if any("Traceback (most recent call last)" in ln for ln in lines):
+        # a server-side Python error arrives with its tracebacks: the last "Name: text" line
+        # is the error itself
+        raised = [ln for ln in lines if re.fullmatch(r"[A-Za-z_][\w.]*: .+", ln)]
+        if raised:
+            return raised[-1]
+    msg = lines[0]
     return msg.removeprefix("[StatusCode.").split("] ", 1)[-1] if msg.startswith(
         "[StatusCode.") else msg
 
@@ -116,7 +125,8 @@ class Client:
             status = (e.status() or "") if hasattr(e, "status") else ""
             msg = _message(e)
             if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status \
-                    or "Deadline Exceeded" in msg or "failed to connect" in msg.lower():
+                    or "Deadline Exceeded" in msg or "failed to connect" in msg.lower() \
+                    or "ServerStopping" in msg:
                 raise ServerUnavailable(f"no answer from a Triton server at {self.url} "
                                         f"({self.protocol}): {msg}") from None
             if "unknown model" in msg.lower() or "NOT_FOUND" in status:
@@ -154,10 +164,8 @@ class Client:
     def close(self) -> None:
         client = getattr(self, "_client", None)
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a connection that never opened
                 client.close()
-            except Exception:  # closing a connection that never opened
-                pass
             self._client = None
 
     def __enter__(self):
@@ -167,10 +175,8 @@ class Client:
         self.close()
 
     def __del__(self):  # a client dropped without close() still lets go of its connection
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # ------------------------------------------------------------------ requests
     def _expected(self) -> str:

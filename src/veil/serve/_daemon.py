@@ -18,6 +18,40 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+class ServerStopping(RuntimeError):
+    """Raised for requests that arrive after the server was told to stop."""
+
+
+class _Gate:
+    """Counts inferences running in this process; once closed, refuses new ones, so stopping
+    waits only for what is already running (a steady stream of requests cannot hold it open)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.closing, self.active = False, 0
+        self.cond = threading.Condition()
+
+    def __enter__(self):
+        with self.cond:
+            if self.closing:
+                raise ServerStopping("the server is stopping: request refused")
+            self.active += 1
+
+    def __exit__(self, *exc) -> None:
+        with self.cond:
+            self.active -= 1
+            self.cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        with self.cond:
+            self.closing = True
+            return self.cond.wait_for(lambda: self.active == 0, timeout)
+
+
+GATE = _Gate()
+
+
 def _infer_fn(spec, module, device: str):
     import numpy as np
     import torch
@@ -26,7 +60,7 @@ def _infer_fn(spec, module, device: str):
     out_names = [t.name for t in spec.outputs]
 
     def run(**inputs):
-        with torch.inference_mode():
+        with GATE, torch.inference_mode():
             xs = []
             for n in in_names:
                 a = inputs[n]
@@ -100,15 +134,44 @@ def _serve(info, home: Path):
     return triton
 
 
+def scratch_dir(home: Path, name: str) -> Path:
+    return home / "serve" / f".{name}.tmp"
+
+
 def run(cfg: dict) -> int:
+    import shutil
+    import tempfile
+
+    from veil.serve._server import ServerInfo
+
+    home = Path(cfg["home"])
+    info = ServerInfo(**cfg["info"])
+    # PyTriton and Triton's Python backend write temporary model folders; keep them in a folder
+    # of this server's own, removed when it exits, so no stop leaves any behind in /tmp.
+    scratch = scratch_dir(home, info.name)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None
+    try:
+        return _run(cfg, home, info)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        # the name is free only now that nothing of this server is left
+        from veil.serve._server import _entry, _read
+
+        mine = _read(_entry(info.name, home))
+        if mine is not None and mine.pid == os.getpid() and mine.state != "failed":
+            _entry(info.name, home).unlink(missing_ok=True)
+
+
+def _run(cfg: dict, home: Path, info) -> int:
     import signal
     import threading
     import traceback
 
-    from veil.serve._server import ServerInfo, _entry, _read, proc_start_time, write_entry
+    from veil.serve._server import proc_start_time, write_entry
 
-    home = Path(cfg["home"])
-    info = ServerInfo(**cfg["info"])
     info.pid, info.claimed_by = os.getpid(), None
     info.proc_start = proc_start_time(info.pid)
     write_entry(info, home)
@@ -136,16 +199,16 @@ def run(cfg: dict) -> int:
         pass
     info.state = "stopping"
     write_entry(info, home)
-    triton.stop()  # Triton finishes the requests in flight before it exits
-    mine = _read(_entry(info.name, home))
-    if mine is not None and mine.pid == info.pid:
-        _entry(info.name, home).unlink(missing_ok=True)
+    drained = GATE.close(float(cfg.get("grace", 60)))
+    print(f"in-flight inferences {'finished' if drained else 'still running after the grace'}",
+          flush=True)
+    triton.stop()
     print("stopped", flush=True)
     return 0
 
 
 def main() -> None:
-    cfg = json.loads(sys.argv[1])
+    cfg = json.loads(sys.stdin.read())  # not on the command line: ps stays readable
     if os.fork() > 0:  # the launcher returns now; the server runs on, reparented
         os._exit(0)
     sys.exit(run(cfg))

@@ -232,7 +232,7 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
             if current.pid is None:
                 raise AlreadyExists(f"a server named {name!r} is being started by another "
                                     "command")
-            raise AlreadyExists(f"a server named {name!r} is already {current.state} (pid "
+            raise AlreadyExists(f"a server named {name!r} is already running (pid "
                                 f"{current.pid}, http {current.http}); stop it first: veil serve "
                                 f"stop {name}")
         entry.unlink(missing_ok=True)
@@ -262,9 +262,9 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
     try:
         with open(info.log, "ab") as log:
             launcher = subprocess.run(
-                [sys.executable, "-m", "veil.serve._daemon", json.dumps(
-                    {"info": asdict(info), "home": str(home or veil_home())})],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_daemon_env(),
+                [sys.executable, "-m", "veil.serve._daemon", "--name", name],
+                input=json.dumps({"info": asdict(info), "home": str(home or veil_home())}).encode(),
+                stdout=log, stderr=log, env=_daemon_env(),
                 start_new_session=True, timeout=60, check=False)
         if launcher.returncode != 0:
             raise VeilError(f"server {name!r} could not be launched (exit "
@@ -362,4 +362,8 @@ def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopRes
         return StopResult(name, False, False)
     killed = _terminate(info, grace=grace)
     entry.unlink(missing_ok=True)
+    if killed:  # a killed server could not clean up after itself
+        import shutil
+
+        shutil.rmtree(_dir(home) / f".{name}.tmp", ignore_errors=True)
     return StopResult(name, True, killed)

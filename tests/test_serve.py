@@ -1,0 +1,506 @@
+"""veil.serve and TR-4928 scenario 3 on a real Triton Inference Server (PyTriton) on loopback:
+model repository on a volume, start/list/stop, clients over HTTP and gRPC, what crosses the
+wire, bad input and failures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytriton")
+
+from veil import data, serve  # noqa: E402
+from veil.cli import main  # noqa: E402
+from veil.errors import AlreadyExists, InvalidArgument, NotFound, VeilError  # noqa: E402
+from veil.privacy import Obfuscator  # noqa: E402
+from veil.serve import Client, PrivateClient, ServerUnavailable  # noqa: E402
+from veil.serve._server import descendants, pid_alive  # noqa: E402
+from veil.solutions.face_privacy import _detector, _serving, _synth  # noqa: E402
+
+REPO = "triton-model-repo"
+SERVER = "netapp-inference"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A veil home with the face models exported to a volume and a server running on them."""
+    home = tmp_path_factory.mktemp("serve") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VEIL_HOME", str(home))
+        mp.setenv("VEIL_DRIVER", "copy")
+        mp.delenv("VEIL_DATA_DIR", raising=False)
+        _serving.export_models(REPO)
+        info = serve.start(REPO, name=SERVER)
+        try:
+            yield info
+        finally:
+            serve.stop(SERVER)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _detector.load_model("cpu")
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(7)
+    return [_synth.render(rng, (640, 480))[0] for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def obfuscator(model, images):
+    x = torch.stack([_detector.to_input(im) for im in images])
+    return Obfuscator(0.8, epochs=0).fit(model, [(x, None)], None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------- capture on the wire
+class Proxy:
+    """A loopback TCP relay that records every byte a client sends to the server."""
+
+    def __init__(self, upstream: int):
+        self.upstream = upstream
+        self.sent: list[bytes] = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(conn, up, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn, False), daemon=True).start()
+
+    def _pump(self, src, dst, record: bool) -> None:
+        try:
+            while chunk := src.recv(1 << 16):
+                if record:
+                    with self.lock:
+                        self.sent.append(chunk)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def captured(self) -> bytes:
+        with self.lock:
+            return b"".join(self.sent)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def share_present(secret: bytes, blob: bytes, chunk: int = 64, samples: int = 300) -> float:
+    """Share of `secret`'s 64-byte pieces found anywhere in `blob`, over up to `samples` pieces
+    spread evenly through it (those with some entropy: a run of zeros proves nothing)."""
+    pieces = [secret[i:i + chunk] for i in range(0, len(secret) - chunk + 1, chunk)]
+    pieces = [p for p in pieces if len(set(p)) >= 16]
+    assert pieces, "the secret has no distinctive pieces to look for"
+    pieces = pieces[::max(1, len(pieces) // samples)]
+    return sum(p in blob for p in pieces) / len(pieces)
+
+
+def http_bodies(blob: bytes, model: str) -> list[tuple[dict, bytes]]:
+    """The (JSON header, binary tail) of each HTTP infer request to `model` in a byte stream."""
+    out, pos, marker = [], 0, f"POST /v2/models/{model}/infer".encode()
+    while (start := blob.find(marker, pos)) >= 0:
+        head_end = blob.index(b"\r\n\r\n", start)
+        headers = {}
+        for line in blob[start:head_end].split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode()
+        length = int(headers["content-length"])
+        body = blob[head_end + 4: head_end + 4 + length]
+        json_len = int(headers.get("inference-header-content-length", length))
+        out.append((json.loads(body[:json_len]), body[json_len:]))
+        pos = head_end + 4 + length
+    return out
+
+
+class Recording:
+    """An obfuscator wrapper that keeps a copy of what it returned (what should be sent)."""
+
+    def __init__(self, obf):
+        self.obf, self.alpha, self.check_model = obf, obf.alpha, obf.check_model
+        self.outputs: list[np.ndarray] = []
+
+    def __call__(self, a):
+        out = self.obf(a)
+        self.outputs.append(out.detach().numpy().copy())
+        return out
+
+
+@pytest.mark.parametrize("mode", ["http-binary", "http-json", "grpc"])
+def test_only_the_obfuscated_activation_crosses_the_wire(served, model, images, obfuscator,
+                                                         mode):
+    protocol = "grpc" if mode == "grpc" else "http"
+    port = served.grpc_port if protocol == "grpc" else served.http_port
+    x = torch.stack([_detector.to_input(im) for im in images])
+    with torch.no_grad():
+        clean = model.forward_head(x).numpy()
+    secrets = {"image pixels": b"".join(im.tobytes() for im in images),
+               "model input": x.numpy().tobytes(), "clean activation": clean.tobytes()}
+
+    # the private client: nothing secret in any byte it sends
+    proxy = Proxy(port)
+    rec = Recording(obfuscator)
+    try:
+        with PrivateClient(f"127.0.0.1:{proxy.port}", _serving.NOISY, model, rec,
+                           protocol=protocol, binary=mode != "http-json",
+                           preprocess=_detector.to_input,
+                           postprocess=lambda o, its: o) as c:
+            c.predict(images)
+        blob = proxy.captured()
+    finally:
+        proxy.close()
+    sent = np.concatenate(rec.outputs)
+    assert not np.allclose(sent, clean, atol=1e-3)
+    for what, secret in secrets.items():
+        assert share_present(secret, blob) == 0, f"{what} found in the private client's traffic"
+    if mode == "http-binary":  # the capture holds exactly the obfuscated tensor
+        [(hdr, raw)] = http_bodies(blob, _serving.NOISY)
+        got = np.frombuffer(raw, np.float32).reshape(hdr["inputs"][0]["shape"])
+        np.testing.assert_array_equal(got, sent)
+    elif mode == "http-json":
+        [(hdr, _)] = http_bodies(blob, _serving.NOISY)
+        got = np.asarray(hdr["inputs"][0]["data"], np.float32).reshape(sent.shape)
+        np.testing.assert_array_equal(got, sent)
+        assert not np.allclose(got, clean, atol=1e-3)
+    else:
+        assert share_present(sent.tobytes(), blob) > 0.9  # the capture does see the payload
+
+    # the control: the clean client's traffic carries the clean activation, so the check bites
+    proxy = Proxy(port)
+    try:
+        with Client(f"127.0.0.1:{proxy.port}", _serving.BASE, model, protocol=protocol,
+                    binary=mode != "http-json") as c:
+            c.infer(x)
+        blob = proxy.captured()
+    finally:
+        proxy.close()
+    if mode == "http-json":
+        [(hdr, _)] = http_bodies(blob, _serving.BASE)
+        got = np.asarray(hdr["inputs"][0]["data"], np.float32).reshape(clean.shape)
+        np.testing.assert_allclose(got, clean, rtol=0, atol=1e-6)
+    else:
+        assert share_present(clean.tobytes(), blob) > 0.9
+    assert share_present(secrets["image pixels"], blob) == 0
+
+
+# ---------------------------------------------------------------------- results
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_server_runs_the_tail_exactly(served, model, images, protocol):
+    a = torch.randn(3, 128, 32, 32)
+    with torch.no_grad():
+        want = [t.numpy() for t in model.forward_tail(a)]
+    with _serving.client(SERVER, model=model, protocol=protocol) as c:
+        got = c.send(a)
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-4)
+        served_dets = c.predict(images)
+    local = _detector.detect(model, images)
+    for (b1, s1), (b2, s2) in zip(served_dets, local, strict=True):
+        assert len(b1) == len(b2) > 0
+        np.testing.assert_allclose(b1, b2, atol=1e-2)
+        np.testing.assert_allclose(s1, s2, atol=1e-4)
+
+
+def test_batches_above_max_batch_size_are_split(served, model):
+    with _serving.client(SERVER, model=model) as c:
+        assert c.max_batch_size == 8
+        loc, conf = c.send(np.zeros((11, 128, 32, 32), np.float32))
+    assert loc.shape == (11, 21824, 4) and conf.shape == (11, 21824, 2)
+
+
+def test_private_detections_stay_useful(served, model, images, obfuscator):
+    with _serving.client(SERVER, model=model, obfuscator=obfuscator,
+                         score_threshold=0.5) as c:
+        assert c.private and c.model == _serving.NOISY
+        dets = c.predict(images)
+        assert c.last_timing["obfuscation"] > 0
+    local = _detector.detect(model, images, score_threshold=0.5)
+    assert sum(len(b) for b, _ in dets) >= 0.5 * sum(len(b) for b, _ in local) > 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_statistics_as_the_seed_reads_them(served, model, protocol):
+    with _serving.client(SERVER, model=model, protocol=protocol) as c:
+        before = c.statistics()
+        assert len(before["model_stats"]) == 1  # the seed's check
+        for _ in range(3):
+            c.send(np.zeros((1, 128, 32, 32), np.float32))
+        after = c.statistics()
+    assert after["model_stats"][0]["inference_count"] == \
+        before["model_stats"][0]["inference_count"] + 3
+
+
+# ---------------------------------------------------------------------- bad input
+def test_wrong_shape_or_dtype_names_the_expected_shape(served, model):
+    with _serving.client(SERVER, model=model) as c:
+        with pytest.raises(InvalidArgument, match=r"FP32 \[N, 128, 32, 32\].*\[1, 64, 32, 32\]"):
+            c.send(np.zeros((1, 64, 32, 32), np.float32))
+        with pytest.raises(InvalidArgument, match=r"FP32 \[N, 128, 32, 32\].*float64"):
+            c.send(np.zeros((1, 128, 32, 32)))
+        with pytest.raises(InvalidArgument, match=r"FP32 \[N, 128, 32, 32\]"):
+            c.send(np.zeros((128, 32, 32), np.float32))
+        with pytest.raises(InvalidArgument, match=r"\[N, 3, 1024, 1024\].*\[1, 3, 512, 512\]"):
+            c.infer(torch.zeros(1, 3, 512, 512))
+        with pytest.raises(InvalidArgument, match="RGB image"):
+            c.predict([np.zeros((32, 32), np.uint8)])
+    # Triton itself refuses it too, for clients that skip veil's check
+    import tritonclient.http as tc
+    from tritonclient.utils import InferenceServerException
+
+    raw = tc.InferenceServerClient(served.http)
+    try:
+        inp = tc.InferInput("INPUT_0", [1, 64, 32, 32], "FP32")
+        inp.set_data_from_numpy(np.zeros((1, 64, 32, 32), np.float32))
+        with pytest.raises(InferenceServerException, match=r"Expected \[-1,128,32,32\]"):
+            raw.infer(_serving.BASE, [inp])
+    finally:
+        raw.close()
+
+
+def test_unknown_model_is_named(served):
+    with pytest.raises(NotFound, match="no model 'nope'"):
+        Client(SERVER, "nope")
+
+
+def test_private_client_refuses_to_send_clean_activations(model, obfuscator):
+    clean = Obfuscator(0.0, epochs=0)
+    with pytest.raises(InvalidArgument, match="ALPHA 0"):
+        PrivateClient("127.0.0.1:1", _serving.NOISY, model, clean)
+    other = _detector.load_model("cpu")
+    with torch.no_grad():
+        next(other.tail.parameters()).add_(1)  # a different model: its fingerprint differs
+    with pytest.raises(InvalidArgument):
+        PrivateClient("127.0.0.1:1", _serving.NOISY, other, obfuscator)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_no_server_fails_fast(protocol):
+    port = _free_port()
+    t0 = time.monotonic()
+    with pytest.raises(ServerUnavailable, match=f"127.0.0.1:{port}"):
+        Client(f"127.0.0.1:{port}", "m", protocol=protocol, timeout=5)
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_silent_server_times_out(protocol):
+    """Something listens but never answers (a wrong port): the client gives up on time."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(sock.accept()[0])
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            Client(f"127.0.0.1:{sock.getsockname()[1]}", "m", protocol=protocol, timeout=1.5)
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop.set()
+        th.join()
+        for c in held:
+            c.close()
+        sock.close()
+
+
+def test_start_refusals_are_one_line(served, capsys):
+    def run(*args) -> tuple[int, str]:
+        code = main(["serve", "start", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        return code, err[-1] if err else ""
+
+    code, err = run("--model-repo", REPO, "--name", SERVER)
+    assert code == 1 and "already running" in err and "veil serve stop" in err
+    code, err = run("--model-repo", REPO, "--name", "other", "--http-port", str(served.http_port))
+    assert code == 1 and f"http port {served.http_port}" in err and "in use" in err
+    port = _free_port()
+    code, err = run("--model-repo", REPO, "--name", "other", "--http-port", str(port),
+                    "--grpc-port", str(port))
+    assert code == 2 and "given twice" in err
+    code, err = run("--model-repo", "no-such-volume")
+    assert code == 1 and "no volume named 'no-such-volume'" in err
+    code, err = run("--model-repo", REPO, "--device", "tpu")
+    assert code == 2 and "--device" in err
+    assert [s.name for s in serve.list_servers()] == [SERVER]  # nothing half-started left
+
+
+def test_repository_errors_name_file_and_line(served, tmp_path):
+    from veil.serve._repo import read_repository
+
+    root = data.volume_path(REPO)
+    broken = data.create_volume("broken-repo")
+    good = (root / _serving.BASE / "config.pbtxt").read_text()
+    m = broken.path / "m"
+    (m / "1").mkdir(parents=True)
+    (m / "config.pbtxt").write_text('name: "m"\nplatfrom: "pytorch_libtorch"\n')
+    with pytest.raises(InvalidArgument, match=r"m/config.pbtxt:2:1: .*platfrom"):
+        read_repository(broken.path)
+    (m / "config.pbtxt").write_text(good.replace(_serving.BASE, "m"))
+    with pytest.raises(NotFound, match=r"no model\.pt"):
+        read_repository(broken.path)
+    (m / "config.pbtxt").write_text(good.replace(_serving.BASE, "m").replace(
+        "pytorch_libtorch", "onnxruntime_onnx"))
+    with pytest.raises(InvalidArgument, match="onnxruntime_onnx"):
+        read_repository(broken.path)
+    (m / "1" / "model.pt").write_bytes(b"not torchscript")
+    (m / "config.pbtxt").write_text(good.replace(_serving.BASE, "m"))
+    read_repository(broken.path)  # the config is fine; the model file is checked at start
+    with pytest.raises(VeilError, match=r"failed to start: .*not a TorchScript model"):
+        serve.start("broken-repo", name="broken")
+    assert [s.name for s in serve.list_servers()] == [SERVER]
+    data.create_volume("empty-repo")
+    with pytest.raises(NotFound, match="holds no models"):
+        serve.start("empty-repo")
+
+
+def test_export_keeps_what_is_there_and_the_repo_can_be_snapshotted(served):
+    from veil.serve._repo import read_repository
+
+    specs = {s.name: s for s in read_repository(data.volume_path(REPO))}
+    assert set(specs) == {_serving.BASE, _serving.NOISY}
+    s = specs[_serving.BASE]
+    assert [(t.name, t.wire_type, t.dims) for t in s.inputs] == [("INPUT_0", "FP32",
+                                                                  (128, 32, 32))]
+    assert [t.name for t in s.outputs] == ["OUTPUT__0", "OUTPUT__1"]
+    assert s.max_batch_size == 8 and s.dynamic_batching
+    before = (s.model_file).read_bytes()
+    with pytest.raises(AlreadyExists, match="--replace"):
+        _serving.export_models(REPO)
+    assert s.model_file.read_bytes() == before
+    snap = data.create_snapshot(REPO, name="models-v1")
+    assert snap.name == "models-v1"
+
+
+# ---------------------------------------------------------------------- CLI and lifecycle
+def test_cli_infer_like_the_seed(served, images, tmp_path, capsys, obfuscator):
+    from PIL import Image
+
+    path = tmp_path / "frame.png"
+    Image.fromarray(images[0]).save(path)
+    assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER,
+                 "--stats", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "face(s) from face_detection_base" in out and '"model_stats"' in out
+    assert "FAILED" not in out
+    assert (tmp_path / "out" / "frame.faces.png").is_file()
+    obfuscator.save(tmp_path / "obf")
+    assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER, "--noisy",
+                 "--obfuscator", str(tmp_path / "obf"), "--protocol", "grpc", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == _serving.NOISY and res["private"] is True
+    assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER,
+                 "--noisy"]) == 2
+    assert "--noisy needs" in capsys.readouterr().err
+
+
+def test_stop_with_requests_in_flight_loses_nothing(served, model, capsys):
+    assert main(["serve", "start", "--model-repo", REPO, "--name", "flight"]) == 0
+    out = capsys.readouterr().out
+    assert "Server endpoints:" in out and "\nhttp: 127.0.0.1:" in out
+    assert "\ngrpc: 127.0.0.1:" in out and "/metrics" in out
+    info = serve.get_server("flight")
+    assert info.state == "ready"
+    assert main(["serve", "list", "--json"]) == 0
+    assert {s["name"] for s in json.loads(capsys.readouterr().out)} == {SERVER, "flight"}
+    below = descendants(info.pid)
+    assert len(below) >= 2  # tritonserver and a backend stub per model
+    a = torch.randn(1, 128, 32, 32)
+    with torch.no_grad():
+        want = [t.numpy() for t in model.forward_tail(a)]
+    outcome = {"ok": 0, "wrong": 0, "errors": []}
+    lock = threading.Lock()
+
+    def worker(protocol: str) -> None:
+        c = Client("flight", _serving.BASE, protocol=protocol, timeout=30)
+        try:
+            while True:
+                try:
+                    got = c.send(a)
+                except VeilError as e:
+                    with lock:
+                        outcome["errors"].append(e)
+                    return
+                good = all(np.allclose(g, w, atol=1e-4) for g, w in zip(got, want, strict=True))
+                with lock:
+                    outcome["ok" if good else "wrong"] += 1
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in ("http", "grpc") * 2]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    assert main(["serve", "stop", "flight"]) == 0
+    took = time.monotonic() - t0
+    assert "Server 'flight' stopped." in capsys.readouterr().out
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive(), "a client hung after the server stopped"
+    assert outcome["ok"] > 0 and outcome["wrong"] == 0
+    assert len(outcome["errors"]) == 4
+    assert all(isinstance(e, ServerUnavailable) for e in outcome["errors"]), outcome["errors"]
+    assert took < 30
+    assert not pid_alive(info.pid, info.proc_start)
+    assert [p for p in below if pid_alive(p)] == []  # no orphans
+    assert not (Path(info.log).parent / ".flight.tmp").exists()  # nor temporary files
+    assert [s.name for s in serve.list_servers()] == [SERVER]
+    with pytest.raises(NotFound):
+        serve.get_server("flight")
+
+
+def test_importing_veil_serve_stays_light():
+    code = ("import sys, veil.serve; import veil.cli; "
+            "bad = [m for m in ('torch', 'tritonclient', 'pytriton') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_server_name_in_a_fresh_home_is_unknown(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VEIL_HOME", str(tmp_path / "h"))
+    assert main(["serve", "stop", "ghost"]) == 1
+    assert "no server named 'ghost'" in capsys.readouterr().err
+    assert main(["serve", "list"]) == 0
+    assert "No servers" in capsys.readouterr().out
+    with pytest.raises(NotFound):
+        Client("ghost", "m")
+    assert not Path(tmp_path / "h" / "serve" / "ghost.json").exists()
