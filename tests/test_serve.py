@@ -504,3 +504,16 @@ def test_server_name_in_a_fresh_home_is_unknown(tmp_path, monkeypatch, capsys):
     with pytest.raises(NotFound):
         Client("ghost", "m")
     assert not Path(tmp_path / "h" / "serve" / "ghost.json").exists()
+
+
+def test_a_client_used_from_another_thread_says_so(served, model):
+    c = _serving.client(SERVER, model=model)
+    errors = []
+    th = threading.Thread(target=lambda: errors.append(
+        pytest.raises(InvalidArgument, c.send, np.zeros((1, 128, 32, 32), np.float32))))
+    th.start()
+    th.join()
+    assert "one client per thread" in str(errors[0].value)
+    c.close()
+    with pytest.raises(InvalidArgument, match="closed"):
+        c.statistics()

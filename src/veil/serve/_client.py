@@ -5,13 +5,15 @@ it first, like step 6: the input and the clean activation stay on this machine; 
 obfuscated activation crosses the network. Both speak KServe v2 through `tritonclient`, over HTTP
 (binary tensors by default, JSON as in the seed with `binary=False`) or gRPC.
 
-A client holds one connection: use one client per thread.
+A client holds one connection and belongs to the thread that made it (the HTTP transport is
+gevent's): make one client per thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,6 +92,7 @@ class Client:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.timeout, self.binary = float(timeout), binary
         self.last_timing: dict[str, float] = {}
+        self._thread = threading.get_ident()
         try:
             if protocol == "http":
                 import tritonclient.http as tc
@@ -113,14 +116,19 @@ class Client:
             raise
 
     # ------------------------------------------------------------------ connection
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, method: str, *args, **kwargs):
         """One request to the server; whatever goes wrong becomes one clear line."""
         from tritonclient.utils import InferenceServerException
 
+        if self._client is None:
+            raise InvalidArgument(f"{self!r} is closed")
+        if threading.get_ident() != self._thread:
+            raise InvalidArgument("a veil.serve client belongs to the thread that made it; make "
+                                  "one client per thread")
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout
         try:
-            return fn(*args, **kwargs)
+            return getattr(self._client, method)(*args, **kwargs)
         except InferenceServerException as e:
             status = (e.status() or "") if hasattr(e, "status") else ""
             msg = _message(e)
@@ -146,10 +154,10 @@ class Client:
 
     def _connect(self) -> None:
         as_json = {"as_json": True} if self.protocol == "grpc" else {}
-        if not self._call(self._client.is_server_live):
+        if not self._call("is_server_live"):
             raise ServerUnavailable(f"the Triton server at {self.url} is not live")
-        meta = self._call(self._client.get_model_metadata, self.model, **as_json)
-        config = self._call(self._client.get_model_config, self.model, **as_json)
+        meta = self._call("get_model_metadata", self.model, **as_json)
+        config = self._call("get_model_config", self.model, **as_json)
         config = config.get("config", config)
         if len(meta["inputs"]) != 1:
             raise InvalidArgument(f"model {self.model!r} takes {len(meta['inputs'])} inputs; "
@@ -209,7 +217,7 @@ class Client:
             inp.set_data_from_numpy(arr, binary_data=self.binary)
         else:
             inp.set_data_from_numpy(arr)
-        result = self._call(self._client.infer, self.model, [inp], outputs=outs)
+        result = self._call("infer", self.model, [inp], outputs=outs)
         return [result.as_numpy(n) for n in self.output_names]
 
     def send(self, activation: Any) -> tuple[np.ndarray, ...]:
@@ -286,7 +294,7 @@ class Client:
         """The server's inference statistics for this model, as the seed's code reads them
         (`stats["model_stats"]` has one entry per version)."""
         kw = {"as_json": True} if self.protocol == "grpc" else {}
-        stats = self._call(self._client.get_inference_statistics, model_name=self.model, **kw)
+        stats = self._call("get_inference_statistics", model_name=self.model, **kw)
         for m in stats.get("model_stats", []):  # gRPC's JSON has 64-bit counts as strings
             for k in ("inference_count", "execution_count"):
                 if k in m:
