@@ -21,6 +21,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/data_volumes.py
 	$(BIN)/python benchmarks/privacy_tradeoff.py
 	$(BIN)/python benchmarks/privacy_speed.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -22,7 +22,8 @@ _LAZY = {
     "INPUT": "_detector", "evaluate": "_evaluate", "log_lines": "_evaluate",
     "Evaluation": "_evaluate", "average_precision": "_metrics", "discrete_roc": "_metrics",
     "batch_evaluate": "_batch", "emit_k8s": "_batch", "loader": "_task", "images": "_task",
-    "task_loss": "_task",
+    "task_loss": "_task", "postprocess": "_detector", "serving_client": "_serving",
+    "export_models": "_serving",
 }
 
 
@@ -30,7 +31,8 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = import_module(f"{__name__}.{_LAZY[name]}")
-    real = {"evaluate": "run", "batch_evaluate": "evaluate"}.get(name, name)
+    real = {"evaluate": "run", "batch_evaluate": "evaluate", "serving_client": "client"
+            }.get(name, name)
     return getattr(module, real)
 
 
