@@ -61,7 +61,7 @@ def images():
 @pytest.fixture(scope="module")
 def obfuscator(model, images):
     x = torch.stack([_detector.to_input(im) for im in images])
-    return Obfuscator(0.8, epochs=0).fit(model, [(x, None)], None)
+    return Obfuscator(0.8, epochs=0, random_state=0).fit(model, [(x, None)], None)
 
 
 def _free_port() -> int:
@@ -226,9 +226,10 @@ def test_server_runs_the_tail_exactly(served, model, images, protocol):
         served_dets = c.predict(images)
     local = _detector.detect(model, images)
     for (b1, s1), (b2, s2) in zip(served_dets, local, strict=True):
-        assert len(b1) == len(b2) > 0
-        np.testing.assert_allclose(b1, b2, atol=1e-2)
-        np.testing.assert_allclose(s1, s2, atol=1e-4)
+        k1, k2 = s1 > 0.2, s2 > 0.2  # away from the 0.05 cut, where rounding could decide
+        assert k1.sum() == k2.sum() > 0
+        np.testing.assert_allclose(b1[k1], b2[k2], atol=1e-2)
+        np.testing.assert_allclose(s1[k1], s2[k2], atol=1e-4)
 
 
 def test_batches_above_max_batch_size_are_split(served, model):
@@ -255,9 +256,12 @@ def test_statistics_as_the_seed_reads_them(served, model, protocol):
         assert len(before["model_stats"]) == 1  # the seed's check
         for _ in range(3):
             c.send(np.zeros((1, 128, 32, 32), np.float32))
-        after = c.statistics()
-    assert after["model_stats"][0]["inference_count"] == \
-        before["model_stats"][0]["inference_count"] + 3
+        want = before["model_stats"][0]["inference_count"] + 3
+        deadline = time.monotonic() + 10  # Triton may count a request just after answering it
+        while (got := c.statistics()["model_stats"][0]["inference_count"]) < want \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert got == want
 
 
 # ---------------------------------------------------------------------- bad input
@@ -305,6 +309,9 @@ def test_private_client_refuses_to_send_clean_activations(model, obfuscator):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_no_server_fails_fast(protocol):
+    import tritonclient.grpc
+    import tritonclient.http  # noqa: F401
+
     port = _free_port()
     t0 = time.monotonic()
     with pytest.raises(ServerUnavailable, match=f"127.0.0.1:{port}"):
@@ -468,7 +475,9 @@ def test_stop_with_requests_in_flight_loses_nothing(served, model, capsys):
     threads = [threading.Thread(target=worker, args=(p,)) for p in ("http", "grpc") * 2]
     for t in threads:
         t.start()
-    time.sleep(2.0)
+    deadline = time.monotonic() + 60
+    while outcome["ok"] < 8 and time.monotonic() < deadline:  # the load is on
+        time.sleep(0.1)
     t0 = time.monotonic()
     assert main(["serve", "stop", "flight"]) == 0
     took = time.monotonic() - t0
@@ -509,11 +518,53 @@ def test_server_name_in_a_fresh_home_is_unknown(tmp_path, monkeypatch, capsys):
 def test_a_client_used_from_another_thread_says_so(served, model):
     c = _serving.client(SERVER, model=model)
     errors = []
-    th = threading.Thread(target=lambda: errors.append(
-        pytest.raises(InvalidArgument, c.send, np.zeros((1, 128, 32, 32), np.float32))))
+
+    def elsewhere() -> None:
+        try:
+            c.send(np.zeros((1, 128, 32, 32), np.float32))
+        except InvalidArgument as e:
+            errors.append(e)
+
+    th = threading.Thread(target=elsewhere)
     th.start()
     th.join()
-    assert "one client per thread" in str(errors[0].value)
+    assert len(errors) == 1 and "one client per thread" in str(errors[0])
     c.close()
     with pytest.raises(InvalidArgument, match="closed"):
         c.statistics()
+
+
+def test_records_of_starting_and_dead_servers(served, capsys):
+    import os
+
+    from veil.serve._server import ServerInfo, proc_start_time, write_entry
+
+    home = Path(served.log).parent.parent
+    starting = ServerInfo(name="half", state="starting", pid=None, http_port=1, grpc_port=2,
+                          metrics_port=3, model_repo=REPO, repo_path="", claimed_by=os.getpid(),
+                          claimed_start=proc_start_time(os.getpid()))
+    write_entry(starting, home)
+    from veil.errors import InUse
+
+    with pytest.raises(InUse, match="being started"):
+        serve.stop("half")
+    with pytest.raises(AlreadyExists, match="being started"):
+        serve.start(REPO, name="half")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = ServerInfo(name="half", state="ready", pid=dead.pid, http_port=1, grpc_port=2,
+                      metrics_port=3, model_repo=REPO, repo_path="", proc_start=1)
+    write_entry(gone, home)
+    assert serve.get_server("half").state == "exited"
+    assert main(["serve", "stop", "half"]) == 0
+    assert "was not running" in capsys.readouterr().out
+    assert [s.name for s in serve.list_servers()] == [SERVER]
+
+
+def test_export_with_bad_weights_changes_nothing(served, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nonsense")
+    with pytest.raises(InvalidArgument, match="not a FaceBoxes state dict"):
+        _serving.export_models("fresh-repo", noisy_weights=bad)
+    with pytest.raises(NotFound):
+        data.get_volume("fresh-repo")

@@ -28,6 +28,10 @@ _WIRE_DTYPES = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT64"
                 "INT32": "int32", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
 
 
+_TRANSPORTS = {"gevent", "geventhttpclient", "grpc", "socket", "ssl", "http", "urllib3"}
+_GOING = ("unload", "not ready", "stub process", "is stopping", "shutting down")
+
+
 class ServerUnavailable(VeilError):
     """The server does not answer: not running, wrong address, or too slow."""
 
@@ -93,6 +97,7 @@ class Client:
         self.timeout, self.binary = float(timeout), binary
         self.last_timing: dict[str, float] = {}
         self._thread = threading.get_ident()
+        self._connected = False
         try:
             if protocol == "http":
                 import tritonclient.http as tc
@@ -137,14 +142,20 @@ class Client:
                     or "ServerStopping" in msg:
                 raise ServerUnavailable(f"no answer from a Triton server at {self.url} "
                                         f"({self.protocol}): {msg}") from None
-            if "unknown model" in msg.lower() or "NOT_FOUND" in status:
+            gone = "unknown model" in msg.lower() or "NOT_FOUND" in status
+            if gone and not self._connected:
                 raise NotFound(f"the server at {self.url} has no model {self.model!r}") from None
+            if gone or any(w in msg.lower() for w in _GOING):  # a model unloading under us
+                raise ServerUnavailable(f"the server at {self.url} no longer serves "
+                                        f"{self.model!r} (stopping?): {msg}") from None
             raise VeilError(f"server at {self.url}: {msg}") from None
         except (ConnectionError, TimeoutError, OSError) as e:
             why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or _message(e))
             raise ServerUnavailable(f"no answer from a Triton server at {self.url} "
                                     f"({self.protocol}): {why}") from None
         except Exception as e:  # gevent's timeouts and other transport failures
+            if type(e).__module__.split(".")[0] not in _TRANSPORTS:
+                raise  # not the network: a bug, which should show as one
             if type(e).__name__ in ("Timeout", "timeout", "ConnectionTimeout"):
                 raise ServerUnavailable(f"no answer from a Triton server at {self.url} "
                                         f"({self.protocol}): timed out after "
@@ -168,6 +179,7 @@ class Client:
         self.activation_shape = [int(d) for d in meta["inputs"][0]["shape"]]
         self.output_names = [o["name"] for o in meta["outputs"]]
         self.max_batch_size = int(config.get("max_batch_size", 0) or 0)
+        self._connected = True
 
     def close(self) -> None:
         client = getattr(self, "_client", None)

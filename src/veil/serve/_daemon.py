@@ -1,6 +1,8 @@
-"""The server process behind `veil serve start`: `python -m veil.serve._daemon CONFIG_JSON`.
+"""The server process behind `veil serve start`: `python -m veil.serve._daemon --name NAME`, with
+its configuration (JSON) on standard input.
 
-It detaches (the launching command returns at once and the server is nobody's child), loads the
+It detaches (the launcher prints the server's pid and exits, so the server is nobody's child and
+`start` knows its pid from the first moment), loads the
 TorchScript models of the repository, binds them into PyTriton's Triton Inference Server on
 loopback, records itself as ready in the veil home and serves until SIGTERM or SIGINT. On either
 it stops taking requests, lets Triton finish the ones in flight, and exits."""
@@ -50,6 +52,10 @@ class _Gate:
 
 
 GATE = _Gate()
+# On SIGTERM: up to DRAIN_TIMEOUT s for the inferences running here, then up to EXIT_TIMEOUT s
+# for Triton to stop; together within `veil serve stop`'s default grace of 60 s.
+DRAIN_TIMEOUT = 25.0
+EXIT_TIMEOUT = 25
 
 
 def _infer_fn(spec, module, device: str):
@@ -101,7 +107,7 @@ def _serve(info, home: Path):
     config = TritonConfig(
         http_address=info.host, http_port=info.http_port, grpc_address=info.host,
         grpc_port=info.grpc_port, metrics_port=info.metrics_port, metrics_address=info.host,
-        log_file=Path(info.log).with_suffix(".triton.log"), exit_timeout_secs=60)
+        log_file=Path(info.log).with_suffix(".triton.log"), exit_timeout_secs=EXIT_TIMEOUT)
     # PyTriton guards some endpoints with a random token. The seed's client reads the inference
     # statistics without one, so those (counts and timings, no data) stay open; model control,
     # shared memory, tracing and logging stay closed.
@@ -158,11 +164,11 @@ def run(cfg: dict) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         # the name is free only now that nothing of this server is left
-        from veil.serve._server import _entry, _read
+        from veil.serve._server import _entry, _read, remove_entry_if
 
         mine = _read(_entry(info.name, home))
-        if mine is not None and mine.pid == os.getpid() and mine.state != "failed":
-            _entry(info.name, home).unlink(missing_ok=True)
+        if mine is not None and mine.state != "failed":
+            remove_entry_if(info.name, home, info.pid, info.proc_start)
 
 
 def _run(cfg: dict, home: Path, info) -> int:
@@ -199,7 +205,7 @@ def _run(cfg: dict, home: Path, info) -> int:
         pass
     info.state = "stopping"
     write_entry(info, home)
-    drained = GATE.close(float(cfg.get("grace", 60)))
+    drained = GATE.close(DRAIN_TIMEOUT)
     print(f"in-flight inferences {'finished' if drained else 'still running after the grace'}",
           flush=True)
     triton.stop()
@@ -209,8 +215,17 @@ def _run(cfg: dict, home: Path, info) -> int:
 
 def main() -> None:
     cfg = json.loads(sys.stdin.read())  # not on the command line: ps stays readable
-    if os.fork() > 0:  # the launcher returns now; the server runs on, reparented
+    child = os.fork()
+    if child > 0:  # the launcher tells `start` the server's pid and returns
+        print(child, flush=True)
         os._exit(0)
+    log = os.open(cfg["info"]["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(devnull)
     sys.exit(run(cfg))
 
 

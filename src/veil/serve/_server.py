@@ -42,6 +42,7 @@ class ServerInfo:
     proc_start: int | None = None  # /proc start time, to tell our pid from a reused one
     error: str | None = None
     claimed_by: int | None = None  # the command starting it, until the server has a pid
+    claimed_start: int | None = None
 
     @property
     def http(self) -> str:
@@ -118,6 +119,34 @@ def _entry(name: str, home: Path | None) -> Path:
     return _dir(home) / f"{name}.json"
 
 
+@contextlib.contextmanager
+def name_lock(name: str, home: Path | None):
+    """Held while a command reads and changes NAME's record, so that two commands (start,
+    stop, the server removing its own record) never act on one state at once."""
+    import fcntl
+
+    d = _dir(home)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / f".{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_entry_if(name: str, home: Path | None, pid: int | None,
+                    proc_start: int | None) -> bool:
+    """Remove NAME's record only if it is still that of server `pid` (a new server may already
+    have taken the name)."""
+    with name_lock(name, home):
+        info = _read(_entry(name, home))
+        if info is None or info.pid != pid or info.proc_start != proc_start:
+            return False
+        _entry(name, home).unlink(missing_ok=True)
+        return True
+
+
 def _read(path: Path) -> ServerInfo | None:
     try:
         raw = json.loads(path.read_text())
@@ -140,7 +169,7 @@ def _live_state(info: ServerInfo) -> ServerInfo:
         if info.pid is not None:
             alive = pid_alive(info.pid, info.proc_start)
         else:
-            alive = info.state == "starting" and pid_alive(info.claimed_by)
+            alive = info.state == "starting" and pid_alive(info.claimed_by, info.claimed_start)
         if not alive:
             info.state = "exited"
     return info
@@ -170,6 +199,9 @@ def _check_port(port: int, what: str) -> int:
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidArgument(f"--{what}-port must be in 1..65535, not {port!r}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as servers bind: a port left in TIME_WAIT by a stopped server is free, one that
+        # something listens on is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError as e:
@@ -222,20 +254,11 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
         raise InvalidArgument(f"--device must be cpu or cuda[:N], not {device!r}")
     repo = data.volume_path(model_repo, home=home)  # NotFound for a missing volume
     models = read_repository(repo)  # config errors now, before any process starts
+    if not timeout or timeout <= 0:
+        raise InvalidArgument(f"--timeout must be > 0 seconds, not {timeout!r}")
     d = _dir(home)
     d.mkdir(parents=True, exist_ok=True)
     entry = _entry(name, home)
-    current = _read(entry) if entry.exists() else None
-    if current is not None:
-        current = _live_state(current)
-        if current.state != "exited":
-            if current.pid is None:
-                raise AlreadyExists(f"a server named {name!r} is being started by another "
-                                    "command")
-            raise AlreadyExists(f"a server named {name!r} is already running (pid "
-                                f"{current.pid}, http {current.http}); stop it first: veil serve "
-                                f"stop {name}")
-        entry.unlink(missing_ok=True)
     ports: dict[str, int] = {}
     for what, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
         if port is not None:
@@ -249,32 +272,43 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
                       grpc_port=ports["grpc"], metrics_port=ports["metrics"],
                       model_repo=model_repo, repo_path=str(repo), device=device,
                       models=[m.name for m in models],
-                      started=time.strftime("%Y-%m-%d %H:%M:%S"), log=str(d / f"{name}.log"))
-    # claim the name: exactly one of two concurrent starts creates the entry
-    try:
-        fd = os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise AlreadyExists(f"a server named {name!r} is being started by another command"
-                            ) from None
-    info.claimed_by = os.getpid()
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(info), f)
+                      started=time.strftime("%Y-%m-%d %H:%M:%S"), log=str(d / f"{name}.log"),
+                      claimed_by=os.getpid(), claimed_start=proc_start_time(os.getpid()))
+    with name_lock(name, home):  # claim the name: of two starts, exactly one gets it
+        current = _read(entry) if entry.exists() else None
+        if current is not None:
+            current = _live_state(current)
+            if current.state != "exited":
+                if current.pid is None:
+                    raise AlreadyExists(f"a server named {name!r} is being started by another "
+                                        "command")
+                raise AlreadyExists(f"a server named {name!r} is already running (pid "
+                                    f"{current.pid}, http {current.http}); stop it first: veil "
+                                    f"serve stop {name}")
+        write_entry(info, home)
+    pid = start_time = None
     try:
         with open(info.log, "ab") as log:
             launcher = subprocess.run(
                 [sys.executable, "-m", "veil.serve._daemon", "--name", name],
                 input=json.dumps({"info": asdict(info), "home": str(home or veil_home())}).encode(),
-                stdout=log, stderr=log, env=_daemon_env(),
+                stdout=subprocess.PIPE, stderr=log, env=_daemon_env(),
                 start_new_session=True, timeout=60, check=False)
-        if launcher.returncode != 0:
+        try:
+            pid = int(launcher.stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
             raise VeilError(f"server {name!r} could not be launched (exit "
-                            f"{launcher.returncode}); see {info.log}")
-        return _wait_ready(name, timeout, home)
+                            f"{launcher.returncode}); see {info.log}") from None
+        start_time = proc_start_time(pid)
+        return _wait_ready(name, pid, timeout, home)
     except BaseException:
-        failed = _read(entry)
-        if failed is not None and failed.pid and pid_alive(failed.pid, failed.proc_start):
-            _terminate(failed, grace=10.0)
-        entry.unlink(missing_ok=True)
+        if pid is not None and pid_alive(pid, start_time):
+            _terminate(pid, start_time, grace=10.0)
+        with name_lock(name, home):
+            left = _read(entry)
+            if left is not None and left.pid in (None, pid) and left.claimed_by in (
+                    None, os.getpid()):
+                entry.unlink(missing_ok=True)
         raise
 
 
@@ -290,55 +324,68 @@ def _last_error(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _wait_ready(name: str, timeout: float, home: Path | None) -> ServerInfo:
+def _wait_ready(name: str, pid: int, timeout: float, home: Path | None) -> ServerInfo:
+    """Until server `pid` records itself ready (or failed, or dies, or time runs out)."""
     entry = _entry(name, home)
+    start = proc_start_time(pid)
     deadline = time.monotonic() + timeout
-    seen_pid = False
+    log = str(_dir(home) / f"{name}.log")
     while True:
         info = _read(entry)
-        if info is not None:
+        if info is not None and info.pid == pid:
             if info.state == "ready":
                 return info
             if info.state == "failed":
-                raise VeilError(f"server {name!r} failed to start: {info.error} "
-                                f"(log: {info.log})")
-            if info.pid is not None:
-                seen_pid = True
-                if not pid_alive(info.pid, info.proc_start):
-                    raise VeilError(f"server {name!r} exited while starting: "
-                                    f"{_last_error(info.log)} (log: {info.log})")
-        elif seen_pid:
-            raise VeilError(f"server {name!r} vanished while starting")
+                raise VeilError(f"server {name!r} failed to start: {info.error} (log: {log})")
+        if not pid_alive(pid, start):
+            raise VeilError(f"server {name!r} exited while starting: {_last_error(log)} "
+                            f"(log: {log})")
         if time.monotonic() > deadline:
-            raise VeilError(f"server {name!r} was not ready after {timeout:.0f} s "
-                            f"(log: {info.log if info else '?'})")
+            raise VeilError(f"server {name!r} was not ready after {timeout:g} s (log: {log})")
         time.sleep(0.1)
 
 
 # ------------------------------------------------------------------ stop
-def _terminate(info: ServerInfo, *, grace: float) -> bool:
+def _session_members(pid: int) -> set[tuple[int, int]]:
+    """(pid, start time) of `pid`'s descendants and of every process in its session: the
+    server was started in a session of its own, so this also finds helpers that were
+    reparented after their parent died."""
+    fields = _stat(pid)
+    sid = int(fields[3]) if fields else None
+    out = set()
+    for p in Path("/proc").glob("[0-9]*"):
+        f = _stat(int(p.name))
+        if f and f[0] not in ("Z", "X") and sid is not None and int(f[3]) == sid \
+                and sid != os.getsid(0) and int(p.name) != pid:
+            out.add((int(p.name), int(f[19])))
+    for c in descendants(pid):
+        start = proc_start_time(c)
+        if start is not None:
+            out.add((c, start))
+    return out
+
+
+def _terminate(pid: int, start: int | None, *, grace: float) -> bool:
     """SIGTERM the server (it drains in-flight requests), SIGKILL it after `grace` seconds, and
-    kill whatever it left behind. True when it had to be killed."""
-    pid = info.pid
-    assert pid is not None
-    below = descendants(pid)
+    kill whatever it left behind. True when something had to be killed."""
+    below = _session_members(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     killed = False
     deadline = time.monotonic() + grace
-    while pid_alive(pid, info.proc_start) and time.monotonic() < deadline:
+    while pid_alive(pid, start) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if pid_alive(pid, info.proc_start):
-        below = sorted(set(below) | set(descendants(pid)))
+        below |= _session_members(pid) if pid_alive(pid, start) else set()
+    if pid_alive(pid, start):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         killed = True
     # Triton and its backend stubs end with the server; give them a moment, then make sure
     late = time.monotonic() + 5.0
-    while any(pid_alive(p) for p in below) and time.monotonic() < late:
+    while any(pid_alive(p, s) for p, s in below) and time.monotonic() < late:
         time.sleep(0.05)
-    for p in below:
-        if pid_alive(p):
+    for p, s in below:
+        if pid_alive(p, s):  # the same process, not a reused pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
             killed = True
@@ -355,15 +402,21 @@ class StopResult:
 def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopResult:
     """Stop server `name`: requests in flight finish (up to `grace` seconds), then the server
     and every process it started are gone, and its name is free again."""
+    if grace < 0:
+        raise InvalidArgument(f"--grace must be >= 0 seconds, not {grace:g}")
     info = get_server(name, home=home)
-    entry = _entry(name, home)
+    if info.pid is None and info.state == "starting":
+        raise InUse(f"server {name!r} is being started by another command; stop it once "
+                    "`veil serve list` shows it ready")
     if info.state == "exited" or info.pid is None:
-        entry.unlink(missing_ok=True)
+        remove_entry_if(name, home, info.pid, info.proc_start)
         return StopResult(name, False, False)
-    killed = _terminate(info, grace=grace)
-    entry.unlink(missing_ok=True)
+    killed = _terminate(info.pid, info.proc_start, grace=grace)
+    remove_entry_if(name, home, info.pid, info.proc_start)
     if killed:  # a killed server could not clean up after itself
         import shutil
 
-        shutil.rmtree(_dir(home) / f".{name}.tmp", ignore_errors=True)
+        with name_lock(name, home):
+            if not _entry(name, home).exists():  # not a new server's folder
+                shutil.rmtree(_dir(home) / f".{name}.tmp", ignore_errors=True)
     return StopResult(name, True, killed)

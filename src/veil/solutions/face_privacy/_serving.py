@@ -42,6 +42,9 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
     validate_name(volume, "volume name")
     if max_batch_size < 1:
         raise InvalidArgument(f"--max-batch-size must be >= 1, not {max_batch_size}")
+    # load both models before touching the volume: a bad weights file leaves it as it was
+    tails = {BASE: _detector.load_model("cpu", weights).tail,
+             NOISY: _detector.load_model("cpu", noisy_weights or weights).tail}
     try:
         data.get_volume(volume, home=home)
     except NotFound:
@@ -57,12 +60,9 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
                 raise AlreadyExists(f"model {name!r} already exists in volume {volume!r} (use "
                                     "--replace; snapshot the volume first to keep it)")
     example = torch.zeros(1, *ACTIVATION)
-    out = []
-    for name, w in ((BASE, weights), (NOISY, noisy_weights or weights)):
-        model = _detector.load_model("cpu", w)
-        out.append(write_model(root, name, model.tail, example, input_names=[INPUT_NAME],
-                               output_names=OUTPUT_NAMES, max_batch_size=max_batch_size,
-                               replace=replace))
+    out = [write_model(root, name, tail, example, input_names=[INPUT_NAME],
+                       output_names=OUTPUT_NAMES, max_batch_size=max_batch_size, replace=replace)
+           for name, tail in tails.items()]
     return Exported(volume, root, out)
 
 
