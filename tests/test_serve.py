@@ -264,6 +264,14 @@ def test_statistics_as_the_seed_reads_them(served, model, protocol):
     assert got == want
 
 
+def test_metrics_endpoint_serves_prometheus_counts(served):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{served.metrics}", timeout=10) as r:
+        text = r.read().decode()
+    assert f'nv_inference_request_success{{model="{_serving.BASE}"' in text
+
+
 # ---------------------------------------------------------------------- bad input
 def test_wrong_shape_or_dtype_names_the_expected_shape(served, model):
     with _serving.client(SERVER, model=model) as c:
