@@ -243,10 +243,15 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
           timeout: float = 180.0, home: Path | None = None) -> ServerInfo:
     """Start a Triton server (PyTriton) on loopback serving the models in the veil volume
     `model_repo`; returns once it is ready. Ports left out are picked free."""
+    import importlib.util
+
     from veil import data
     from veil.data import validate_name
     from veil.serve._repo import read_repository
 
+    if importlib.util.find_spec("pytriton") is None or importlib.util.find_spec("torch") is None:
+        raise VeilError("veil serve start needs PyTriton and PyTorch: pip install "
+                        "'veil[torch,serve]'")
     validate_name(model_repo, "volume name")
     name = name or model_repo
     validate_name(name, "server name")
