@@ -282,3 +282,85 @@ def infer(
         if len(statistics.get("model_stats", [])) != 1:
             print("FAILED: Inference Statistics")
             raise typer.Exit(1)
+
+
+lanes_app = typer.Typer(help="TR-4896: lane detection on TuSimple-format data.",
+                        no_args_is_help=True)
+app.add_typer(lanes_app, name="lane-detection")
+
+
+@lanes_app.command("generate")
+def lanes_generate(
+    path: Path = typer.Argument(..., help="New folder to write the data set into."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    train_clips: int = typer.Option(300, "--train-clips", help="Labelled training frames "
+                                    "(label_data_veil.json)."),
+    test_clips: int = typer.Option(100, "--test-clips", help="Labelled test frames "
+                                   "(test_label.json)."),
+    volume: str = typer.Option(None, "--volume", help="Write into this veil volume (created if "
+                               "missing); PATH is then relative to it."),
+) -> None:
+    """Write a synthetic data set in TuSimple's layout: 1280 x 720 road frames with 2-5 lanes
+    (straight, curved, solid, dashed), shadows, vehicles, day/dusk/night/rain."""
+    from veil.solutions.face_privacy._batch import resolve_dataset
+    from veil.solutions.lane_detection import generate as gen
+
+    if volume is not None:
+        from veil import data
+        from veil.errors import NotFound
+
+        try:
+            data.get_volume(volume)
+        except NotFound:
+            data.create_volume(volume)
+    target = resolve_dataset(path, volume)
+    total = max(train_clips, 0) + max(test_clips, 0)
+    gen(target, seed, train_clips, test_clips, _tqdm_progress("writing frames", total))
+    console.print(f"Wrote {total} labelled frames to {target} ({train_clips} train, "
+                  f"{test_clips} test).", markup=False)
+
+
+@lanes_app.command("check")
+def lanes_check(
+    path: Path = typer.Argument(..., help="A TuSimple folder or one label file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Read every label line and check it (JSON, h_samples, one x per h_sample, the image
+    exists); report each problem with its file and line."""
+    from veil.solutions.lane_detection import read_dataset
+
+    labels, errors = read_dataset(path, strict=False)
+    lanes = [len(lab.lanes) for lab in labels]
+    summary = {"frames": len(labels), "lanes": sum(lanes),
+               "lanes_per_frame": {str(k): lanes.count(k) for k in sorted(set(lanes))},
+               "errors": errors}
+    if as_json:
+        print_json(summary)
+    else:
+        for e in errors:
+            err_console.print(e, markup=False)
+        console.print(f"{len(labels)} labelled frames, {sum(lanes)} lanes "
+                      f"({', '.join(f'{n}: {c}' for n, c in summary['lanes_per_frame'].items())}"
+                      f" lanes per frame); {len(errors)} problem(s).", markup=False)
+    if errors:
+        raise typer.Exit(1)
+
+
+@lanes_app.command("evaluate")
+def lanes_evaluate(
+    pred: Path = typer.Argument(..., help="Predictions: TuSimple JSON lines with run_time."),
+    gt: Path = typer.Argument(..., help="Ground truth, e.g. test_label.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score predictions with the official TuSimple metric: Accuracy, FP, FN, and F1."""
+    from veil.solutions.lane_detection import evaluate_files
+
+    res = evaluate_files(pred, gt)
+    if as_json:
+        return print_json(res.summary())
+    print(f"Accuracy {res.accuracy:.4f}")
+    print(f"FP {res.fp:.4f}")
+    print(f"FN {res.fn:.4f}")
+    print(f"F1 {res.f1:.4f}")
+    err_console.print(f"({res.images} images; precision {res.precision:.4f}, recall "
+                      f"{res.recall:.4f})", markup=False)
