@@ -8,7 +8,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import pool, privacy, serve, snapshot, solutions, volume
+from veil.cli import pool, privacy, serve, snapshot, solutions, train, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.errors import InvalidArgument, VeilError
@@ -26,6 +26,7 @@ app.add_typer(pool.app, name="pool")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(solutions.app, name="solutions")
 app.add_typer(serve.app, name="serve")
+app.add_typer(train.app, name="train")
 app.command("doctor")(doctor)
 
 

@@ -1,0 +1,69 @@
+"""`veil train ...`: data-parallel training runs (TR-4896)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from veil.cli._render import console, err_console, print_json
+
+app = typer.Typer(help="Data-parallel training (torchrun, DistributedDataParallel).",
+                  no_args_is_help=True)
+
+
+@app.command("lane-detection")
+def lane_detection(
+    data: Path = typer.Option(..., "--data", help="TuSimple folder (label_data_*.json, clips/); "
+                              "with --volume, a path inside the volume."),
+    volume: str = typer.Option(None, "--volume", help="Read the data from this veil volume "
+                               "(the seed's PVC_NAME)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, model.pt, train.log, "
+                             "metrics.json, predictions.json."),
+    processes: int = typer.Option(1, "--processes", help="Data-parallel replicas (torchrun, "
+                                  "gloo on CPU, NCCL on GPU)."),
+    model: str = typer.Option("light", "--model", help="light (trains on a CPU in minutes) or "
+                              "scnn (the report's model)."),
+    epochs: int = typer.Option(12, "--epochs"),
+    batch_size: int = typer.Option(8, "--batch-size", help="Per process (BATCH_SIZE)."),
+    use_workers: bool = typer.Option(True, "--use-workers/--no-use-workers", help="Load data "
+                                     "in worker processes (USE_WORKERS)."),
+    num_workers: int = typer.Option(1, "--num-workers", help="Loader processes per replica "
+                                    "(NUM_WORKERS)."),
+    use_val: bool = typer.Option(True, "--use-val/--no-use-val", help="Score test_label.json "
+                                 "after training (USE_VAL)."),
+    val_batch_size: int = typer.Option(16, "--val-batch-size", help="VAL_BATCH_SIZE."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (one-cycle)."),
+    threads: int = typer.Option(1, "--threads", help="torch threads per process."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    init: Path = typer.Option(None, "--init", help="Start from these weights (model.pt)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
+) -> None:
+    """Train a lane detector data-parallel on TuSimple-format data, scoring it on the test
+    labels at the end (TR-4896)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from veil.errors import VeilError
+
+        raise VeilError("veil train needs PyTorch: pip install 'veil[torch]'") from None
+    from veil.solutions.face_privacy._batch import resolve_dataset
+    from veil.solutions.lane_detection._train import TrainConfig, launch
+
+    path = resolve_dataset(data, volume)
+    cfg = TrainConfig(data=str(path.absolute()), out=str(out.absolute()), model=model,
+                      epochs=epochs, batch_size=batch_size, lr=lr, use_workers=use_workers,
+                      num_workers=num_workers, use_val=use_val, val_batch_size=val_batch_size,
+                      seed=seed, threads=threads, device=device,
+                      init=str(init.absolute()) if init else None)
+    err_console.print(f"Training {model} on {path} with {processes} process(es) ...",
+                      markup=False)
+    res = launch(cfg, processes, echo=lambda m: err_console.print(m, markup=False))
+    if as_json:
+        return print_json(res.metrics)
+    test = res.metrics.get("test")
+    console.print(f"Trained in {res.seconds:.1f} s; model: {res.out / 'model.pt'}", markup=False)
+    if test:
+        console.print(f"Accuracy {test['Accuracy']:.4f}  FP {test['FP']:.4f}  FN {test['FN']:.4f}"
+                      f"  F1 {test['F1']:.4f}", markup=False)
