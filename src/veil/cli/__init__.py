@@ -11,6 +11,7 @@ from veil import __version__
 from veil.cli import pool, privacy, serve, snapshot, solutions, train, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
+from veil.cli.lineage import lineage
 from veil.errors import InvalidArgument, VeilError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(solutions.app, name="solutions")
 app.add_typer(serve.app, name="serve")
 app.add_typer(train.app, name="train")
 app.command("doctor")(doctor)
+app.command("lineage")(lineage)
 
 
 @app.command("demo")

@@ -18,8 +18,16 @@ def lane_detection(
                               "with --volume, a path inside the volume."),
     volume: str = typer.Option(None, "--volume", help="Read the data from this veil volume "
                                "(the seed's PVC_NAME)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, model.pt, train.log, "
-                             "metrics.json, predictions.json."),
+    out: Path = typer.Option(None, "--out", help="Run folder: checkpoint.pt, model.pt, train.log, "
+                             "metrics.json, predictions.json (default with --volume: "
+                             "runs/JOB-TIME on the volume)."),
+    job: str = typer.Option("lane-detection", "--job", help="Job name (in the run's and the "
+                            "snapshot's names)."),
+    enable_snapshot: bool = typer.Option(False, "--enable-snapshot/--no-enable-snapshot",
+                                         help="Snapshot the volume (data, model, logs) after "
+                                         "training (ENABLE_SNAPSHOT)."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Record the run and its "
+                               "lineage in MLflow (VEIL_HOME/mlflow.db)."),
     processes: int = typer.Option(1, "--processes", help="Data-parallel replicas (torchrun, "
                                   "gloo on CPU, NCCL on GPU)."),
     model: str = typer.Option("light", "--model", help="light (trains on a CPU in minutes) or "
@@ -48,10 +56,20 @@ def lane_detection(
         from veil.errors import VeilError
 
         raise VeilError("veil train needs PyTorch: pip install 'veil[torch]'") from None
+    import time
+
+    from veil.errors import InvalidArgument
     from veil.solutions.face_privacy._batch import resolve_dataset
-    from veil.solutions.lane_detection._train import TrainConfig, launch
+    from veil.solutions.lane_detection._run import train_job
+    from veil.solutions.lane_detection._train import TrainConfig
 
     path = resolve_dataset(data, volume)
+    if out is None:
+        if volume is None:
+            raise InvalidArgument("--out is required without --volume")
+        from veil import data as vdata
+
+        out = vdata.volume_path(volume) / "runs" / f"{job}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = TrainConfig(data=str(path.absolute()), out=str(out.absolute()), model=model,
                       epochs=epochs, batch_size=batch_size, lr=lr, use_workers=use_workers,
                       num_workers=num_workers, use_val=use_val, val_batch_size=val_batch_size,
@@ -59,11 +77,18 @@ def lane_detection(
                       init=str(init.absolute()) if init else None)
     err_console.print(f"Training {model} on {path} with {processes} process(es) ...",
                       markup=False)
-    res = launch(cfg, processes, echo=lambda m: err_console.print(m, markup=False))
+    job_res = train_job(cfg, processes, job=job, volume=volume, snapshot=enable_snapshot,
+                        track=track, echo=lambda m: err_console.print(m, markup=False))
+    res = job_res.run
     if as_json:
-        return print_json(res.metrics)
+        return print_json({**res.metrics, "run_id": job_res.run_id,
+                           "snapshot": job_res.snapshot, "out": str(res.out)})
     test = res.metrics.get("test")
     console.print(f"Trained in {res.seconds:.1f} s; model: {res.out / 'model.pt'}", markup=False)
+    if job_res.run_id:
+        console.print(f"MLflow run: {job_res.run_id}", markup=False)
+    if job_res.snapshot:
+        console.print(f"Snapshot: {job_res.snapshot} (volume {volume})", markup=False)
     if test:
         console.print(f"Accuracy {test['Accuracy']:.4f}  FP {test['FP']:.4f}  FN {test['FN']:.4f}"
                       f"  F1 {test['F1']:.4f}", markup=False)

@@ -33,7 +33,7 @@ def to_tensor(frame: np.ndarray) -> torch.Tensor:
 
 
 class LaneFrames(Dataset):
-    """(input (3, IN_H, IN_W), class map (IN_H/2, IN_W/2), existence (8,)) per labelled frame;
+    """(input (3, IN_H, IN_W), class map (IN_H/2, IN_W/2), existence (SLOTS,)) per labelled frame;
     with `augment`, random horizontal flips (slots mirrored) and lighting."""
 
     def __init__(self, root: Path, labels: list[LaneLabel], augment: bool = False,

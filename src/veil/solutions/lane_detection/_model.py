@@ -2,9 +2,10 @@
 lane position) and a lane-existence vector, turned into TuSimple lane points at the h_samples.
 
 Lane positions ("slots") are counted outwards from the car: L1 is the nearest marking on the
-left, R1 on the right, up to L4 and R4. `LaneNet` is the light default, a small encoder-decoder
-that trains on a CPU in minutes. `scnn()` is the report's model (VGG16-BN backbone with dilated
-last blocks, spatial message passing down, up, right and left, and the existence branch).
+left, R1 on the right, up to L3 and R3 (SCNN's six lanes on TuSimple). `LaneNet` is the light
+default, a small encoder-decoder that trains on a CPU in minutes. `scnn()` is the report's model
+(VGG16-BN backbone with dilated last blocks, spatial message passing down, up, right and left,
+and the existence branch).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from torch.nn import functional as F
 
 from veil.solutions.lane_detection._tusimple import H_SAMPLES, HEIGHT, NO_POINT, WIDTH
 
-SLOTS = 8  # L4 L3 L2 L1 R1 R2 R3 R4 -> classes 1..8, 0 is background
+SLOTS = 6  # L3 L2 L1 R1 R2 R3 -> classes 1..6, 0 is background
+HALF = SLOTS // 2
 IN_W, IN_H = 320, 176  # model input; the output is at half this resolution
 
 
@@ -133,7 +135,7 @@ def build(name: str = "light") -> nn.Module:
 # ---------------------------------------------------------------------- labels <-> slots
 def slot_of(lanes: list[list[float]], h_samples=H_SAMPLES) -> list[int | None]:
     """Each lane's slot (0..7), from where it meets the bottom of the image relative to the
-    image's centre; None for a fifth lane on one side."""
+    image's centre; None beyond the third on a side."""
     bottoms = []
     for lane in lanes:
         pts = [(x, y) for x, y in zip(lane, h_samples, strict=True) if x >= 0]
@@ -150,10 +152,10 @@ def slot_of(lanes: list[list[float]], h_samples=H_SAMPLES) -> list[int | None]:
     right = sorted((i for i, b in enumerate(bottoms) if b is not None and b >= centre),
                    key=lambda i: bottoms[i])
     slots: list[int | None] = [None] * len(lanes)
-    for k, i in enumerate(left[:4]):
-        slots[i] = 3 - k
-    for k, i in enumerate(right[:4]):
-        slots[i] = 4 + k
+    for k, i in enumerate(left[:HALF]):
+        slots[i] = HALF - 1 - k
+    for k, i in enumerate(right[:HALF]):
+        slots[i] = HALF + k
     return slots
 
 

@@ -1,12 +1,13 @@
 """A synthetic lane data set written in TuSimple's exact layout and format (see _tusimple).
 
-Each frame is a 1280 x 720 road seen by a forward camera through a pinhole model: a lane model in
-road coordinates (lateral offset, heading and curvature, x(z) = x0 + h z + c z^2 / 2) is drawn in
-perspective, and the same model gives the labels, so the labels are exact. Frames have 2-5 lane
-markings, straight or curved, solid or dashed, white or yellow; tree shadows on the road;
-vehicles that occlude markings (the labels run on behind them, as TuSimple's do); and day, dusk,
-night and rain variants. Only the labelled 20th frame of each clip is written. A given seed
-always writes the same files.
+Each frame is a 1280 x 720 road seen by a forward camera through a pinhole model: a lane model
+in road coordinates (lateral offset, heading and curvature, x(z) = x0 + h z + c z^2 / 2) is
+drawn in perspective, and the same model gives the labels, so the labels are exact. Frames have
+2-5 lane markings (the ego lane's two and up to two more on each side, as TuSimple labels them),
+straight or curved, solid or dashed, white or yellow; tree shadows on the road; vehicles that
+occlude markings (the labels run on behind them, as TuSimple's do); and day, dusk, night and
+rain variants. Only the labelled 20th frame of each clip is written. A given seed always writes
+the same files.
 """
 
 from __future__ import annotations
@@ -45,8 +46,13 @@ class Scene:
         self.heading = float(rng.uniform(-0.03, 0.03))
         self.curv = float(rng.choice([0.0, 1.0], p=[0.45, 0.55]) * rng.uniform(-3e-3, 3e-3))
         width = float(rng.uniform(3.3, 3.9))
-        n = int(rng.integers(2, 6))  # markings
-        ego = int(rng.integers(0, n - 1))  # the car drives between markings ego and ego + 1
+        # markings as TuSimple labels them: the ego lane's two, and up to two more on a side
+        # (2-5 in all)
+        while True:
+            left, right = (int(rng.choice([1, 2, 3], p=[0.3, 0.55, 0.15])) for _ in range(2))
+            if left + right <= 5:
+                break
+        n, ego = left + right, left - 1  # the car drives between markings ego and ego + 1
         shift = float(rng.uniform(0.25, 0.75)) * width
         self.lanes = [(i - ego) * width - shift for i in range(n)]
         self.dashed = [bool(rng.random() < 0.5) if 0 < i < n - 1 else bool(rng.random() < 0.15)

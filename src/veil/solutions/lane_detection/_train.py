@@ -225,16 +225,16 @@ def launch(cfg: TrainConfig, processes: int = 1, *, echo=print) -> RunResult:
            str(cfg_file)]
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            text=True)
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = [*tail, line][-2000:]
-        if line.startswith(("epoch ", "test: ")):
-            echo(line)
-    code = proc.wait()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail, line][-2000:]
+            if line.startswith(("epoch ", "test: ")):
+                echo(line)
+        code = proc.wait()
     secs = time.perf_counter() - t0
     (out / "launcher.log").write_text("\n".join(tail) + "\n")
     if code != 0 or not (out / "model.pt").is_file():

@@ -34,6 +34,8 @@ class LaneLabel:
 
     def to_json(self) -> str:
         d: dict = {"lanes": self.lanes, "h_samples": self.h_samples, "raw_file": self.raw_file}
+        if not self.h_samples:  # a prediction: the ground truth's rows are implied
+            del d["h_samples"]
         if self.run_time is not None:
             d["run_time"] = self.run_time
         d.update(self.extra)

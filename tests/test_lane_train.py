@@ -1,0 +1,110 @@
+"""TR-4896 training: data-parallel (torchrun, gloo) on a volume, the snapshot of data + model +
+logs, MLflow lineage, the restore flow, and failures."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("mlflow")
+
+from veil import data, track
+from veil.cli import main
+from veil.solutions.lane_detection import generate, read_labels
+
+SNAP = re.compile(r"Snapshot: (snap-[a-z0-9.-]+-lane-detection-\d{4}(-\d\d){5})")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VEIL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VEIL_DRIVER", "copy")
+    monkeypatch.delenv("VEIL_DATA_DIR", raising=False)
+    return tmp_path / "home"
+
+
+def _volume_with_data(name: str = "tusimple", train: int = 8, test: int = 2) -> Path:
+    data.create_volume(name)
+    root = data.volume_path(name) / "data"
+    generate(root, seed=1, train_clips=train, test_clips=test)
+    return root
+
+
+def _train(*extra: str) -> list[str]:
+    return ["train", "lane-detection", "--data", "data", "--epochs", "1", "--batch-size", "2",
+            "--val-batch-size", "2", "--no-use-workers", *extra]
+
+
+def test_two_processes_snapshot_lineage_and_retraining_from_a_restore(home, capsys):
+    _volume_with_data()
+    assert main(_train("--volume", "tusimple", "--processes", "2", "--enable-snapshot")) == 0
+    out = capsys.readouterr().out
+    snap = SNAP.search(out).group(1)
+    run_id = re.search(r"MLflow run: ([0-9a-f]{32})", out).group(1)
+    s = data.get_snapshot("tusimple", snap)
+    assert s.labels["mlflow-run"] == run_id and s.labels["job"] == "lane-detection"
+    run_dir = data.volume_path("tusimple") / Path(s.labels["model"]).parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and len(metrics["epochs"]) == 1
+    assert metrics["test"] is not None and (run_dir / "predictions.json").is_file()
+    read_labels(run_dir / "predictions.json", prediction=True)
+    r = track.get_run(run_id)
+    assert r.status == "FINISHED" and r.output_snapshot == snap
+    assert r.data_volume == "tusimple" and r.params["processes"] == "2"
+    assert "test_Accuracy" in r.metrics and "loss" in r.metrics
+
+    # restore: clone the snapshot (data + model + logs) and train again from its model
+    assert main(["volume", "clone", "tusimple", "tusimple-restored", "--snapshot", snap]) == 0
+    restored_model = data.volume_path("tusimple-restored") / s.labels["model"]
+    assert restored_model.is_file()
+    capsys.readouterr()
+    assert main(_train("--volume", "tusimple-restored", "--init", str(restored_model),
+                       "--job", "retrain")) == 0
+    out2 = capsys.readouterr().out
+    run2 = re.search(r"MLflow run: ([0-9a-f]{32})", out2).group(1)
+    assert track.get_run(run2).data_snapshot == snap
+
+    assert main(["lineage", snap]) == 0
+    text = capsys.readouterr().out
+    produced, used = text.split("used by")
+    assert run_id in produced and run2 in used
+    assert main(["lineage", run2]) == 0
+    assert f"data came from snapshot: {snap}" in capsys.readouterr().out
+
+
+def test_a_failing_replica_leaves_no_model_and_no_snapshot(home, capsys):
+    root = _volume_with_data()
+    labels = read_labels(root / "label_data_veil.json")[0]
+    bad = root / labels[3].raw_file
+    bad.write_bytes(bad.read_bytes()[:1500])  # a truncated JPEG: the worker reading it fails
+    code = main(_train("--volume", "tusimple", "--processes", "2", "--enable-snapshot",
+                       "--out", str(root.parent / "run")))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "training failed" in err and "not a readable image" in err and labels[3].raw_file in err
+    assert not (root.parent / "run" / "model.pt").exists()
+    assert data.list_snapshots("tusimple") == []
+    assert [r.status for r in track.runs()] == ["FAILED"]
+
+
+def test_bad_input_fails_before_training(home, capsys):
+    root = _volume_with_data(train=4, test=0)
+    assert main(_train("--volume", "nope", "--enable-snapshot")) == 1
+    assert "no volume named 'nope'" in capsys.readouterr().err
+    assert main(_train("--out", str(root.parent / "x"), "--data", str(root),
+                       "--enable-snapshot")) == 2
+    assert "--enable-snapshot needs --volume" in capsys.readouterr().err
+    f = root / "label_data_veil.json"
+    lines = f.read_text().splitlines()
+    d = json.loads(lines[1])
+    d["lanes"][0] = d["lanes"][0][:-1]
+    lines[1] = json.dumps(d)
+    f.write_text("\n".join(lines) + "\n")
+    assert main(_train("--volume", "tusimple", "--no-track")) == 2
+    assert "label_data_veil.json:2: lane 0 has 55 points but h_samples has 56" in \
+        capsys.readouterr().err
+    assert main(_train("--volume", "tusimple", "--processes", "0")) == 2
