@@ -108,3 +108,56 @@ def test_bad_input_fails_before_training(home, capsys):
     assert "label_data_veil.json:2: lane 0 has 55 points but h_samples has 56" in \
         capsys.readouterr().err
     assert main(_train("--volume", "tusimple", "--processes", "0")) == 2
+
+
+def test_emitted_manifests_match_the_seeds_and_validate(tmp_path):
+    kv = pytest.importorskip("kubernetes_validate")
+    import yaml
+
+    assert main(["train", "lane-detection", "--emit-k8s", str(tmp_path), "--processes", "3",
+                 "--batch-size", "33", "--num-workers", "4", "--no-use-val",
+                 "--val-batch-size", "99"]) == 0
+    job = yaml.safe_load((tmp_path / "pytorchjob.yaml").read_text())
+    snap = yaml.safe_load((tmp_path / "volumesnapshot.yaml").read_text())
+    pvc = yaml.safe_load((tmp_path / "restore-snapshot-pvc.yaml").read_text())
+    assert "&id" not in (tmp_path / "pytorchjob.yaml").read_text()
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert job["kind"] == "PyTorchJob" and job["metadata"]["name"] == "dist-lane-detection-training"
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2  # --processes=3
+    for spec in specs.values():
+        kv.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                     "template": spec["template"]}, "1.30.0", strict=True)
+        c = spec["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert env["USE_WORKERS"] == "true" and env["NUM_WORKERS"] == "4"
+        assert env["BATCH_SIZE"] == "33" and env["USE_VAL"] == "false"
+        assert env["VAL_BATCH_SIZE"] == "99"
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+        vols = spec["template"]["spec"]["volumes"]
+        assert vols[0]["persistentVolumeClaim"]["claimName"] == "pvc-download-tusimple-data-0"
+    assert snap["kind"] == "VolumeSnapshot"
+    assert snap["spec"]["source"]["persistentVolumeClaimName"] == "pvc-download-tusimple-data-0"
+    assert re.fullmatch(r"snap-pvc-download-tusimple-data-0-dist-lane-detection-training-"
+                        r"\d{4}(-\d\d){5}", snap["metadata"]["name"])
+    kv.validate(pvc, "1.30.0", strict=True)
+    assert pvc["metadata"]["name"] == "restored-tusimple"
+    assert pvc["spec"]["dataSource"] == {"name": snap["metadata"]["name"],
+                                         "kind": "VolumeSnapshot",
+                                         "apiGroup": "snapshot.storage.k8s.io"}
+
+
+def test_a_replica_configured_like_the_seeds_environment(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "tusimple"
+    generate(root, seed=2, train_clips=4, test_clips=1)
+    env = dict(os.environ, DATA_DIR=str(root), OUT_DIR=str(tmp_path / "runs"), EPOCHS="1",
+               BATCH_SIZE="2", USE_WORKERS="false", NUM_WORKERS="0", USE_VAL="true",
+               VAL_BATCH_SIZE="1")
+    subprocess.run([sys.executable, "-m", "veil.solutions.lane_detection._train", "--from-env"],
+                   env=env, check=True, capture_output=True)
+    assert (tmp_path / "runs" / "model.pt").is_file()
+    m = json.loads((tmp_path / "runs" / "metrics.json").read_text())
+    assert m["config"]["use_workers"] is False and m["processes"] == 1

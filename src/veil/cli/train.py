@@ -14,8 +14,8 @@ app = typer.Typer(help="Data-parallel training (torchrun, DistributedDataParalle
 
 @app.command("lane-detection")
 def lane_detection(
-    data: Path = typer.Option(..., "--data", help="TuSimple folder (label_data_*.json, clips/); "
-                              "with --volume, a path inside the volume."),
+    data: Path = typer.Option(None, "--data", help="TuSimple folder (label_data_*.json, "
+                              "clips/); with --volume, a path inside the volume."),
     volume: str = typer.Option(None, "--volume", help="Read the data from this veil volume "
                                "(the seed's PVC_NAME)."),
     out: Path = typer.Option(None, "--out", help="Run folder: checkpoint.pt, model.pt, train.log, "
@@ -47,9 +47,42 @@ def lane_detection(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     init: Path = typer.Option(None, "--init", help="Start from these weights (model.pt)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
+    emit_k8s: Path = typer.Option(None, "--emit-k8s", help="Instead of training, write the "
+                                  "Kubeflow PyTorchJob, the VolumeSnapshot and the restore PVC "
+                                  "for this job into this folder."),
+    pvc: str = typer.Option("pvc-download-tusimple-data-0", "--pvc", help="With --emit-k8s: "
+                            "the data PVC, mounted at /mnt (PVC_NAME)."),
+    namespace: str = typer.Option("runai-lane-detection", "--namespace", help="With "
+                                  "--emit-k8s."),
+    image: str = typer.Option("veil:latest", "--image", help="With --emit-k8s."),
+    gpus: int = typer.Option(1, "--gpus", help="With --emit-k8s: GPUs per process."),
+    restored_pvc: str = typer.Option("restored-tusimple", "--restored-pvc", help="With "
+                                     "--emit-k8s: the PVC to restore the snapshot into."),
+    storage_class: str = typer.Option("azurenetappfiles", "--storage-class", help="With "
+                                      "--emit-k8s: for the restored PVC."),
+    snapshot_class: str = typer.Option("csi-snapclass", "--snapshot-class", help="With "
+                                       "--emit-k8s: the VolumeSnapshotClass."),
 ) -> None:
     """Train a lane detector data-parallel on TuSimple-format data, scoring it on the test
     labels at the end (TR-4896)."""
+    if emit_k8s is not None:
+        from veil.solutions.lane_detection import _k8s
+
+        files = _k8s.emit(emit_k8s, job=job if job != "lane-detection" else
+                          "dist-lane-detection-training", processes=processes, pvc=pvc,
+                          namespace=namespace, image=image, gpus=gpus,
+                          data_dir=str(data or "tusimple"), out_dir="runs", model=model,
+                          epochs=epochs, batch_size=batch_size, use_workers=use_workers,
+                          num_workers=num_workers, use_val=use_val,
+                          val_batch_size=val_batch_size, snapshot_class=snapshot_class,
+                          restored_pvc=restored_pvc, storage_class=storage_class)
+        for f in files:
+            console.print(f"wrote {f}", markup=False)
+        return
+    if data is None:
+        from veil.errors import InvalidArgument
+
+        raise InvalidArgument("--data is required (a TuSimple folder)")
     try:
         import torch  # noqa: F401
     except ImportError:

@@ -250,8 +250,41 @@ def launch(cfg: TrainConfig, processes: int = 1, *, echo=print) -> RunResult:
     return RunResult(out, json.loads((out / "metrics.json").read_text()), secs)
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    v = os.environ.get(name)
+    if v is None:
+        return default
+    if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise InvalidArgument(f"{name} must be true or false, not {v!r}")
+    return v.lower() in ("true", "1", "yes")
+
+
+def config_from_env() -> TrainConfig:
+    """The configuration of a replica on Kubernetes: the seed's variables (USE_WORKERS,
+    NUM_WORKERS, BATCH_SIZE, USE_VAL, VAL_BATCH_SIZE) plus DATA_DIR, OUT_DIR, MODEL, EPOCHS,
+    LR, SEED, DEVICE."""
+    e = os.environ
+    try:
+        cfg = TrainConfig(
+            data=e["DATA_DIR"], out=e["OUT_DIR"], model=e.get("MODEL", "light"),
+            epochs=int(e.get("EPOCHS", 12)), batch_size=int(e.get("BATCH_SIZE", 8)),
+            lr=float(e.get("LR", 3e-3)), use_workers=_env_bool("USE_WORKERS", True),
+            num_workers=int(e.get("NUM_WORKERS", 1)), use_val=_env_bool("USE_VAL", True),
+            val_batch_size=int(e.get("VAL_BATCH_SIZE", 16)), seed=int(e.get("SEED", 0)),
+            device=e.get("DEVICE", "cpu"))
+    except KeyError as k:
+        raise InvalidArgument(f"environment variable {k.args[0]} is not set") from None
+    except ValueError as v:
+        raise InvalidArgument(f"a training variable is not a number: {v}") from None
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    return cfg.check()
+
+
 def main() -> None:
-    cfg = TrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
+    if sys.argv[1:] == ["--from-env"]:
+        cfg = config_from_env()
+    else:
+        cfg = TrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
     sys.exit(worker(cfg))
 
 
