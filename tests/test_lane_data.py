@@ -248,3 +248,34 @@ def test_commands_generate_check_evaluate(tmp_path, capsys):
         (root / "label_data_veil.json").read_text() + "{oops\n")
     assert main(["solutions", "lane-detection", "check", str(root)]) == 1
     assert "label_data_veil.json:4: not JSON" in capsys.readouterr().err
+
+
+def test_scnn_has_the_reports_shape_and_trains():
+    import torch
+
+    from veil.solutions.lane_detection._model import IN_H, IN_W, SLOTS, build, loss_fn
+
+    m = build("scnn")
+    x = torch.rand(1, 3, IN_H, IN_W)
+    seg, ex = m(x)
+    assert seg.shape == (1, SLOTS + 1, IN_H // 2, IN_W // 2) and ex.shape == (1, SLOTS)
+    loss = loss_fn(seg, ex, torch.zeros(1, IN_H // 2, IN_W // 2, dtype=torch.long),
+                   torch.zeros(1, SLOTS))
+    loss.backward()
+    assert all(p.grad is not None for p in m.mp.parameters())  # message passing is in the graph
+
+
+def test_targets_and_decoding_round_trip():
+    """Lanes drawn into SCNN's target map decode back to within a few pixels."""
+    import torch
+
+    from veil.solutions.lane_detection._model import SLOTS, decode, slot_of, target
+
+    frame, lanes, _ = render(np.random.default_rng(5), "day")
+    seg, exist = target(lanes)
+    assert exist.sum() == sum(s is not None for s in slot_of(lanes))
+    logits = torch.nn.functional.one_hot(torch.from_numpy(seg).long(), SLOTS + 1)
+    logits = logits.permute(2, 0, 1)[None].float() * 20
+    got = decode(logits, torch.zeros(1, SLOTS))[0]
+    r = score_image(got, lanes, H_SAMPLES)
+    assert r.fn == 0 and r.fp == 0 and r.accuracy > 0.9

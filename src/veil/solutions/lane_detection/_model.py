@@ -186,11 +186,24 @@ def mirror_slots(seg: np.ndarray, exist: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @torch.no_grad()
-def decode(seg_logits: torch.Tensor, exist_logits: torch.Tensor, *, exist_thresh: float = 0.5,
-           prob_thresh: float = 0.35, h_samples=H_SAMPLES) -> list[list[list[int]]]:
-    """Per frame: TuSimple lanes (x per h_sample, -2 for none) from the model's outputs."""
-    prob = F.softmax(seg_logits.float(), 1).cpu().numpy()
-    exist = torch.sigmoid(exist_logits.float()).cpu().numpy()
+def decode(seg_logits: torch.Tensor, exist_logits: torch.Tensor, *, existence: str = "map",
+           exist_thresh: float = 0.5, min_pixels: int = 20, prob_thresh: float = 0.35,
+           h_samples=H_SAMPLES) -> list[list[list[int]]]:
+    """Per frame: TuSimple lanes (x per h_sample, -2 for none) from the model's outputs.
+
+    A lane slot exists when at least `min_pixels` of the class map give it probability > 0.5
+    (`existence="map"`, the default), or when the existence branch says so (`"branch"`, SCNN's
+    rule). The branch is trained as in SCNN, but on generated data it misses the rare outer
+    lanes: with the map, the light model's accuracy rose from 0.944 to 0.972 on one test set
+    (see docs/lane_detection.md)."""
+    p = F.softmax(seg_logits.float(), 1)
+    if existence == "map":
+        exist = ((p[:, 1:] > 0.5).flatten(2).sum(-1) >= min_pixels).float().cpu().numpy()
+    elif existence == "branch":
+        exist = torch.sigmoid(exist_logits.float()).cpu().numpy()
+    else:
+        raise ValueError(f"existence must be map or branch, not {existence!r}")
+    prob = p.cpu().numpy()
     _, _, h, w = prob.shape
     rows = np.clip(((np.asarray(h_samples, float) + 0.5) * h / HEIGHT - 0.5).round(), 0, h - 1
                    ).astype(int)

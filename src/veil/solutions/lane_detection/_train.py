@@ -41,6 +41,7 @@ class TrainConfig:
     threads: int = 1  # torch threads per process
     device: str = "cpu"
     init: str | None = None  # weights to start from
+    val_every: int = 0  # score the test labels every N epochs (0: only at the end)
 
     def check(self) -> TrainConfig:
         from veil.solutions.lane_detection._model import MODELS
@@ -164,15 +165,22 @@ def worker(cfg: TrainConfig) -> int:
             secs = time.perf_counter() - t_epoch
             row = {"epoch": epoch + 1, "loss": total / n, "seconds": secs,
                    "images_per_s": n * cfg.batch_size * world / secs, "input_wait": wait / secs}
+            if rank == 0 and cfg.use_val and cfg.val_every and (epoch + 1) % cfg.val_every == 0 \
+                    and (data / "test_label.json").is_file():
+                test = read_labels(data / "test_label.json", images=data)[0]
+                row["test_accuracy"] = evaluate(
+                    predict(model, data, test, cfg.val_batch_size, device), test).accuracy
             history.append(row)
             if rank == 0:
                 _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "epoch": epoch + 1, "config": asdict(cfg)}, out / "checkpoint.pt")
                 log.write(json.dumps(row) + "\n")
                 log.flush()
+                acc = f", test accuracy {row['test_accuracy']:.4f}" \
+                    if "test_accuracy" in row else ""
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, "
                       f"{row['images_per_s']:.1f} images/s, input wait "
-                      f"{100 * row['input_wait']:.1f}%", flush=True)
+                      f"{100 * row['input_wait']:.1f}%{acc}", flush=True)
         if world > 1:
             dist.barrier()
         if rank == 0:
