@@ -22,6 +22,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/privacy_tradeoff.py
 	$(BIN)/python benchmarks/privacy_speed.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/lane_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -271,7 +271,7 @@ def test_targets_and_decoding_round_trip():
 
     from veil.solutions.lane_detection._model import SLOTS, decode, slot_of, target
 
-    frame, lanes, _ = render(np.random.default_rng(5), "day")
+    _frame, lanes, _ = render(np.random.default_rng(5), "day")
     seg, exist = target(lanes)
     assert exist.sum() == sum(s is not None for s in slot_of(lanes))
     logits = torch.nn.functional.one_hot(torch.from_numpy(seg).long(), SLOTS + 1)

@@ -161,3 +161,57 @@ def test_a_replica_configured_like_the_seeds_environment(tmp_path):
     assert (tmp_path / "runs" / "model.pt").is_file()
     m = json.loads((tmp_path / "runs" / "metrics.json").read_text())
     assert m["config"]["use_workers"] is False and m["processes"] == 1
+
+
+def test_a_replica_killed_mid_training_keeps_the_last_checkpoint(home):
+    """SIGKILL one of two replicas after the first checkpoint: the job fails, the checkpoint of
+    the last finished epoch stays, and neither a model nor a snapshot appears."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    from veil.errors import VeilError
+    from veil.solutions.lane_detection._run import train_job
+    from veil.solutions.lane_detection._train import TrainConfig
+
+    root = _volume_with_data(train=8, test=0)
+    out = root.parent / "runs" / "killed"
+    cfg = TrainConfig(data=str(root), out=str(out), epochs=200, batch_size=2,
+                      use_workers=False, use_val=False)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            train_job(cfg, 2, volume="tusimple", snapshot=True, echo=lambda m: None)
+        except BaseException as e:
+            failure.append(e)
+
+    th = threading.Thread(target=run)
+    th.start()
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (out / "checkpoint.pt").exists()
+    replicas = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"veil.solutions.lane_detection._train" in cmd and \
+                str(out / "config.json").encode() in cmd and b"torch.distributed.run" not in cmd:
+            replicas.append(int(p.name))
+    assert len(replicas) == 2
+    os.kill(max(replicas), signal.SIGKILL)
+    th.join(timeout=120)
+    assert not th.is_alive()
+    assert failure and isinstance(failure[0], VeilError)
+    assert "training failed" in str(failure[0])
+    assert not (out / "model.pt").exists()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert 1 <= ckpt["epoch"] < 200
+    assert data.list_snapshots("tusimple") == []
+    assert [r.status for r in track.runs()] == ["FAILED"]
