@@ -68,7 +68,7 @@ def test_two_processes_snapshot_lineage_and_retraining_from_a_restore(home, caps
     run2 = re.search(r"MLflow run: ([0-9a-f]{32})", out2).group(1)
     assert track.get_run(run2).data_snapshot == snap
 
-    assert main(["lineage", snap]) == 0
+    assert main(["lineage", f"tusimple@{snap}"]) == 0
     text = capsys.readouterr().out
     produced, used = text.split("used by")
     assert run_id in produced and run2 in used
@@ -104,10 +104,19 @@ def test_bad_input_fails_before_training(home, capsys):
     d["lanes"][0] = d["lanes"][0][:-1]
     lines[1] = json.dumps(d)
     f.write_text("\n".join(lines) + "\n")
-    assert main(_train("--volume", "tusimple", "--no-track")) == 2
+    assert main(_train("--volume", "tusimple")) == 2
     assert "label_data_veil.json:2: lane 0 has 55 points but h_samples has 56" in \
         capsys.readouterr().err
     assert main(_train("--volume", "tusimple", "--processes", "0")) == 2
+    assert main(_train("--volume", "tusimple", "--init", "/no/such.pt")) == 2
+    from veil.errors import NotFound
+    from veil.solutions.lane_detection._run import train_job
+    from veil.solutions.lane_detection._train import TrainConfig
+
+    with pytest.raises(NotFound, match="no volume named 'nope'"):
+        train_job(TrainConfig(data=str(root), out=str(root.parent / "o")), 1, volume="nope",
+                  snapshot=True)
+    assert track.runs() == []  # nothing rejected up front is recorded as a run
 
 
 def test_emitted_manifests_match_the_seeds_and_validate(tmp_path):

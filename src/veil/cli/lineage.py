@@ -17,7 +17,8 @@ def _run_line(r) -> str:
 
 
 def lineage(
-    subject: str = typer.Argument(..., help="A snapshot name or an MLflow run id."),
+    subject: str = typer.Argument(..., help="A snapshot (NAME or VOLUME@NAME) or an MLflow run "
+                                  "id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show which run produced a snapshot and which runs trained on it (through a clone), or,
@@ -43,10 +44,17 @@ def lineage(
     from veil import data
     from veil.errors import NotFound
 
-    snaps = [s for s in data.list_snapshots() if s.name == subject]
+    volume, _, name = subject.rpartition("@")
+    snaps = [s for s in data.list_snapshots() if s.name == name
+             and (not volume or s.volume == volume)]
     if not snaps:
         raise NotFound(f"no snapshot named {subject!r} and no run id (32 hex digits)")
-    lin = track.snapshot_lineage(subject)
+    if len(snaps) > 1:
+        from veil.errors import InvalidArgument
+
+        raise InvalidArgument(f"volumes {', '.join(s.volume for s in snaps)} each have a "
+                              f"snapshot {name!r}: say which, as VOLUME@{name}")
+    lin = track.snapshot_lineage(name, snaps[0].volume)
     if as_json:
         return print_json({"snapshot": snaps[0], "produced_by": lin.produced_by,
                            "used_by": lin.used_by})

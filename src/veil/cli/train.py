@@ -19,8 +19,8 @@ def lane_detection(
     volume: str = typer.Option(None, "--volume", help="Read the data from this veil volume "
                                "(the seed's PVC_NAME)."),
     out: Path = typer.Option(None, "--out", help="Run folder: checkpoint.pt, model.pt, train.log, "
-                             "metrics.json, predictions.json (default with --volume: "
-                             "runs/JOB-TIME on the volume)."),
+                             "metrics.json, predictions.json (with --volume, relative to the "
+                             "volume; default there: runs/JOB-TIME)."),
     job: str = typer.Option("lane-detection", "--job", help="Job name (in the run's and the "
                             "snapshot's names)."),
     enable_snapshot: bool = typer.Option(False, "--enable-snapshot/--no-enable-snapshot",
@@ -46,6 +46,8 @@ def lane_detection(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     init: Path = typer.Option(None, "--init", help="Start from these weights (model.pt)."),
+    val_every: int = typer.Option(0, "--val-every", help="Also score the test labels every N "
+                                  "epochs (0: only at the end)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
     emit_k8s: Path = typer.Option(None, "--emit-k8s", help="Instead of training, write the "
                                   "Kubeflow PyTorchJob, the VolumeSnapshot and the restore PVC "
@@ -97,6 +99,10 @@ def lane_detection(
     from veil.solutions.lane_detection._train import TrainConfig
 
     path = resolve_dataset(data, volume)
+    if out is not None and volume is not None and not out.is_absolute():
+        from veil import data as vdata
+
+        out = vdata.volume_path(volume) / out  # relative to the volume, as --data is
     if out is None:
         if volume is None:
             raise InvalidArgument("--out is required without --volume")
@@ -106,7 +112,7 @@ def lane_detection(
     cfg = TrainConfig(data=str(path.absolute()), out=str(out.absolute()), model=model,
                       epochs=epochs, batch_size=batch_size, lr=lr, use_workers=use_workers,
                       num_workers=num_workers, use_val=use_val, val_batch_size=val_batch_size,
-                      seed=seed, threads=threads, device=device,
+                      seed=seed, threads=threads, device=device, val_every=val_every,
                       init=str(init.absolute()) if init else None)
     err_console.print(f"Training {model} on {path} with {processes} process(es) ...",
                       markup=False)

@@ -38,7 +38,30 @@ def _mlflow(home: Path | None):
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     Path(home or veil_home()).mkdir(parents=True, exist_ok=True)
-    return mlflow, MlflowClient(tracking_uri(home))
+    return mlflow, _Guarded(MlflowClient(tracking_uri(home)), home)
+
+
+class _Guarded:
+    """An MlflowClient whose failures (a locked or damaged store) end in one line."""
+
+    def __init__(self, client, home):
+        self._client, self._home = client, home
+
+    def __getattr__(self, name):
+        fn = getattr(self._client, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except VeilError:
+                raise
+            except Exception as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise VeilError(f"the lineage store {tracking_uri(self._home)}: "
+                                f"{type(e).__name__}: {first}") from None
+        return call
 
 
 class Run:
@@ -140,11 +163,17 @@ class Lineage:
     run: RunInfo | None = None
 
 
-def snapshot_lineage(snapshot: str, *, home: Path | None = None) -> Lineage:
+def snapshot_lineage(snapshot: str, volume: str | None = None, *,
+                     home: Path | None = None) -> Lineage:
+    """Runs linked to snapshot `snapshot` (of `volume`, when given: names are unique only per
+    volume)."""
     q = snapshot.replace("'", "")
     produced = runs(home=home, filter_string=f"tags.`{TAG_OUTPUT_SNAPSHOT}` = '{q}'")
     used = runs(home=home, filter_string=f"tags.`{TAG_DATA_SNAPSHOT}` = '{q}'")
-    return Lineage(f"snapshot {snapshot}", produced, used)
+    if volume is not None:
+        produced = [r for r in produced if r.tags.get("veil.output_volume") in (None, volume)]
+        used = [r for r in used if r.tags.get("veil.data_snapshot_volume") in (None, volume)]
+    return Lineage(f"snapshot {volume + '@' if volume else ''}{snapshot}", produced, used)
 
 
 def run_lineage(run_id: str, *, home: Path | None = None) -> Lineage:

@@ -6,7 +6,8 @@ Each replica runs `python -m veil.solutions.lane_detection._train --from-env`, c
 seed's environment variables (USE_WORKERS, NUM_WORKERS, BATCH_SIZE, USE_VAL, VAL_BATCH_SIZE) plus
 DATA_DIR, OUT_DIR, MODEL and EPOCHS; the PyTorchJob operator sets MASTER_ADDR, RANK and
 WORLD_SIZE. veil does not call the Kubernetes API: apply volumesnapshot.yaml once the job has
-succeeded (so no snapshot holds a half-written model).
+succeeded (so no snapshot holds a half-written model). Its name carries the time the manifests
+were written; rename it when you reuse them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def pytorchjob(*, job: str, processes: int, pvc: str, namespace: str, image: str
                data_dir: str, out_dir: str, model: str, epochs: int, batch_size: int,
                use_workers: bool, num_workers: int, use_val: bool, val_batch_size: int) -> dict:
     env = [{"name": k, "value": str(v)} for k, v in (
-        ("DATA_DIR", f"/mnt/{data_dir.strip('/')}"), ("OUT_DIR", f"/mnt/{out_dir.strip('/')}"),
+        ("DATA_DIR", f"/mnt/{data_dir.strip('/')}"),
+        ("OUT_DIR", f"/mnt/{out_dir.strip('/')}/{job}"),
         ("MODEL", model), ("EPOCHS", epochs), ("BATCH_SIZE", batch_size),
         ("USE_WORKERS", str(use_workers).lower()), ("NUM_WORKERS", num_workers),
         ("USE_VAL", str(use_val).lower()), ("VAL_BATCH_SIZE", val_batch_size),
@@ -50,9 +52,10 @@ def pytorchjob(*, job: str, processes: int, pvc: str, namespace: str, image: str
             {"name": "data", "persistentVolumeClaim": {"claimName": pvc}},
             {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}}
 
-    specs = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template()}}
+    # Never: a replica that dies fails the job clearly, as locally (no silent restarts)
+    specs = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template()}}
     if processes > 1:
-        specs["Worker"] = {"replicas": processes - 1, "restartPolicy": "OnFailure",
+        specs["Worker"] = {"replicas": processes - 1, "restartPolicy": "Never",
                            "template": template()}
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
             "metadata": {"name": job, "namespace": namespace},

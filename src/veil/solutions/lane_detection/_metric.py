@@ -13,9 +13,9 @@
   number of predictions.
 - An image scores accuracy 0, FP 0, FN 1 when its run_time exceeds 200 ms or it has more than
   2 predictions beyond its ground-truth lanes.
-- Accuracy, FP and FN are the means over images. F1, as recent papers report it, is computed
-  from lane counts over the whole set: precision = matched / predictions, recall = matched /
-  ground-truth lanes (with the rules above applied to the counts).
+- Accuracy, FP and FN are the means over images. F1 is computed from those two rates as recent
+  papers' TuSimple scorers do (e.g. CLRNet's): TP = 1 - FP, precision = TP / (TP + FP), recall
+  = TP / (TP + FN). Lane-count precision and recall over the whole set are reported beside it.
 """
 
 from __future__ import annotations
@@ -98,14 +98,18 @@ class Result:
     fp: float
     fn: float
     f1: float
-    precision: float
+    precision: float  # from the rates, as F1
     recall: float
+    lane_precision: float  # from lane counts over the set
+    lane_recall: float
     images: int
     per_image: dict[str, ImageScore] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         return {"Accuracy": self.accuracy, "FP": self.fp, "FN": self.fn, "F1": self.f1,
-                "precision": self.precision, "recall": self.recall, "images": self.images}
+                "precision": self.precision, "recall": self.recall,
+                "lane_precision": self.lane_precision, "lane_recall": self.lane_recall,
+                "images": self.images}
 
 
 def evaluate(preds: Sequence[LaneLabel], gts: Sequence[LaneLabel]) -> Result:
@@ -123,7 +127,7 @@ def evaluate(preds: Sequence[LaneLabel], gts: Sequence[LaneLabel]) -> Result:
     if missing:
         raise InvalidArgument(f"no prediction for {len(missing)} of {len(by_file)} ground-truth "
                               f"images (first: {missing[0]})")
-    per, acc, fp, fn = {}, 0.0, 0.0, 0.0
+    per, acc, fp, fn = {}, 0.0, 0.0, 0.0  # sums of the per-image rates
     tp = n_pred = n_gt = 0
     for f, g in by_file.items():
         p = got[f]
@@ -136,10 +140,13 @@ def evaluate(preds: Sequence[LaneLabel], gts: Sequence[LaneLabel]) -> Result:
         tp, n_pred, n_gt = tp + s.matched, n_pred + s.matched + s.fp_count, \
             n_gt + s.matched + s.fn_count
     n = len(by_file)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gt if n_gt else 0.0
+    fp, fn = fp / n, fn / n
+    t = 1.0 - fp
+    precision = t / (t + fp) if t + fp else 0.0
+    recall = t / (t + fn) if t + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return Result(acc / n, fp / n, fn / n, f1, precision, recall, n, per)
+    return Result(acc / n, fp, fn, f1, precision, recall, tp / n_pred if n_pred else 0.0,
+                  tp / n_gt if n_gt else 0.0, n, per)
 
 
 def evaluate_files(pred_file: str | Path, gt_file: str | Path) -> Result:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.errors import InvalidArgument
-from veil.solutions.lane_detection._train import RunResult, TrainConfig, launch
+from veil.solutions.lane_detection._train import RunResult, TrainConfig, launch, prepare
 
 EXPERIMENT = "lane-detection"
 
@@ -37,25 +37,34 @@ def train_job(cfg: TrainConfig, processes: int, *, job: str = "lane-detection",
     if snapshot and volume is None:
         raise InvalidArgument("--enable-snapshot needs --volume: the snapshot is of the volume "
                               "holding the data, the model and the logs")
-    data_snapshot = None
+    data_snapshot = data_snapshot_volume = None
     if volume is not None:
         from veil import data
 
         v = data.get_volume(volume, home=home)  # a missing volume fails here, before training
-        data_snapshot = v.origin_snapshot or v.restored_from
+        # where the data came from: the last restore into the volume, else the clone's origin
+        if v.restored_from:
+            data_snapshot, data_snapshot_volume = v.restored_from, volume
+        elif v.origin_snapshot and not v.origin_snapshot.endswith("(deleted)"):
+            data_snapshot, data_snapshot_volume = v.origin_snapshot, v.origin_volume
         root = data.volume_path(volume, home=home).resolve()
         for what, p in (("--data", cfg.data), ("--out", cfg.out)):
             if snapshot and not Path(p).resolve().is_relative_to(root):
                 raise InvalidArgument(f"{what} {p} is not inside volume {volume!r}: the "
                                       "snapshot would not hold it")
-    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+        if snapshot:  # a name the snapshot can have, checked now rather than after training
+            validate_name(f"snap-{volume}-{job}-{time.strftime('%Y-%m-%d-%H-%M-%S')}",
+                          "snapshot name")
+    prepare(cfg, processes)  # bad options, labels or images: no run is recorded for them
     run_id = snap = None
     params = {**cfg.__dict__, "processes": processes}
     tags = {"veil.job": job, "veil.data_volume": volume, "veil.data_path": cfg.data,
-            "veil.data_snapshot": data_snapshot, "veil.run_dir": cfg.out}
+            "veil.data_snapshot": data_snapshot,
+            "veil.data_snapshot_volume": data_snapshot_volume, "veil.run_dir": cfg.out}
     if track:
         from veil import track as tracking
 
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
         with tracking.start_run(EXPERIMENT, f"{job}-{stamp}", home=home) as run:
             run_id = run.run_id
             run.log_params(params)
@@ -68,19 +77,20 @@ def train_job(cfg: TrainConfig, processes: int, *, job: str = "lane-detection",
                 run.log_metrics({f"test_{k}": v for k, v in res.metrics["test"].items()
                                  if k != "images"})
             if snapshot:
-                snap = _snapshot(volume, job, stamp, res, run_id, home)
+                snap = _snapshot(volume, job, res, run_id, home)
                 run.set_tags({"veil.output_snapshot": snap, "veil.output_volume": volume})
     else:
         res = launch(cfg, processes, echo=echo)
         if snapshot:
-            snap = _snapshot(volume, job, stamp, res, None, home)
+            snap = _snapshot(volume, job, res, None, home)
     return JobResult(job, res, run_id, snap, volume)
 
 
-def _snapshot(volume: str, job: str, stamp: str, res: RunResult, run_id: str | None,
-              home) -> str:
+def _snapshot(volume: str, job: str, res: RunResult, run_id: str | None, home) -> str:
+    """The volume's snapshot, named (as the seed's) for the time it is taken."""
     from veil import data
 
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
     root = data.volume_path(volume, home=home).resolve()
     labels = {"job": job, "model": str((res.out / "model.pt").resolve().relative_to(root))}
     if run_id:

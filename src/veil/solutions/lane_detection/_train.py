@@ -105,11 +105,21 @@ def predict(model, data: Path, labels, batch_size: int, device) -> list:
     return out
 
 
+def make_loader(ds, cfg: TrainConfig, sampler=None):
+    """The training loader. Its workers are not persistent: each epoch's workers get the
+    dataset as it is then, with `ds.epoch` set, so the augmentation changes every epoch."""
+    from torch.utils.data import DataLoader
+
+    workers = cfg.num_workers if cfg.use_workers else 0
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=workers, drop_last=True, persistent_workers=False)
+
+
 def worker(cfg: TrainConfig) -> int:
     """One replica. Rank and world size come from torchrun's environment (1 process without)."""
     import torch
     import torch.distributed as dist
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DistributedSampler
 
     from veil.solutions.lane_detection._data import LaneFrames
     from veil.solutions.lane_detection._metric import evaluate
@@ -129,9 +139,7 @@ def worker(cfg: TrainConfig) -> int:
     ds = LaneFrames(data, labels, augment=True, seed=cfg.seed)
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True) if world > 1 else None
-    workers = cfg.num_workers if cfg.use_workers else 0
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    loader = make_loader(ds, cfg, sampler)
     if len(loader) == 0:
         raise InvalidArgument(f"{len(labels)} training frames are fewer than one batch of "
                               f"{cfg.batch_size} per process x {world} processes")
@@ -184,6 +192,7 @@ def worker(cfg: TrainConfig) -> int:
         if world > 1:
             dist.barrier()
         if rank == 0:
+            _atomic_save(model.state_dict(), out / "model.pt")  # trained: kept whatever follows
             scores = None
             if cfg.use_val and (data / "test_label.json").is_file():
                 test = read_labels(data / "test_label.json", images=data)[0]
@@ -192,7 +201,6 @@ def worker(cfg: TrainConfig) -> int:
                 scores = evaluate(preds, test).summary()
                 print(f"test: Accuracy {scores['Accuracy']:.4f}, FP {scores['FP']:.4f}, "
                       f"FN {scores['FN']:.4f}, F1 {scores['F1']:.4f}", flush=True)
-            _atomic_save(model.state_dict(), out / "model.pt")
             (out / "metrics.json").write_text(json.dumps(
                 {"config": asdict(cfg), "processes": world, "epochs": history,
                  "test": scores}, indent=2) + "\n")
@@ -215,16 +223,39 @@ class RunResult:
     seconds: float
 
 
-def launch(cfg: TrainConfig, processes: int = 1, *, echo=print) -> RunResult:
-    """Train with `processes` replicas (torchrun, one machine). Fails with one line if any
-    replica fails; model.pt then does not exist, and checkpoint.pt is the last good epoch."""
+def prepare(cfg: TrainConfig, processes: int) -> None:
+    """Everything that can be checked before any replica starts: options, the training and
+    (with use_val) test labels and their images, the starting weights, the device."""
     cfg.check()
     if not isinstance(processes, int) or processes < 1:
         raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
+    from veil.solutions.lane_detection._tusimple import read_labels
+
+    data = Path(cfg.data)
+    train_labels(data)
+    if cfg.use_val and (data / "test_label.json").is_file():
+        read_labels(data / "test_label.json", images=data)
+    if cfg.init and not Path(cfg.init).is_file():
+        raise InvalidArgument(f"--init {cfg.init}: no such file")
+    if cfg.device != "cpu":
+        import torch
+
+        if not cfg.device.startswith("cuda") or not torch.cuda.is_available():
+            raise InvalidArgument(f"--device {cfg.device}: use cpu, or cuda on a machine with "
+                                  "a GPU")
+        if torch.cuda.device_count() < processes:
+            raise InvalidArgument(f"{processes} processes need {processes} GPUs; this machine "
+                                  f"has {torch.cuda.device_count()}")
+
+
+def launch(cfg: TrainConfig, processes: int = 1, *, echo=print) -> RunResult:
+    """Train with `processes` replicas (torchrun, one machine). Fails with one line if any
+    replica fails; model.pt then does not exist, and checkpoint.pt is the last good epoch."""
+    prepare(cfg, processes)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_labels(Path(cfg.data))  # bad labels or missing images fail now, not in N processes
-    for stale in ("model.pt", "metrics.json", "predictions.json", "train.log"):
+    for stale in ("model.pt", "checkpoint.pt", "metrics.json", "predictions.json",
+                  "train.log"):
         (out / stale).unlink(missing_ok=True)  # this run's, or none
     cfg_file = out / "config.json"
     cfg_file.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -252,9 +283,11 @@ def launch(cfg: TrainConfig, processes: int = 1, *, echo=print) -> RunResult:
         ours = [r.removeprefix("veil.errors.") for r in raised if r.startswith("veil.errors.")]
         # a replica's own error is the cause; the others' (peers gone) are its consequences
         why = ours[-1] if ours else raised[0] if raised else signals[-1] if signals else ""
+        (out / "model.pt").unlink(missing_ok=True)  # a failed run leaves no model behind
+        ckpt = f"{out / 'checkpoint.pt'} holds the last finished epoch" \
+            if (out / "checkpoint.pt").exists() else "no epoch finished"
         raise VeilError(f"training failed (exit {code}){': ' + why.strip() if why else ''}; "
-                        f"no model was written, {out / 'checkpoint.pt'} holds the last finished "
-                        f"epoch; log: {out / 'launcher.log'}")
+                        f"no model was written, {ckpt}; log: {out / 'launcher.log'}")
     return RunResult(out, json.loads((out / "metrics.json").read_text()), secs)
 
 
@@ -285,6 +318,8 @@ def config_from_env() -> TrainConfig:
     except ValueError as v:
         raise InvalidArgument(f"a training variable is not a number: {v}") from None
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    if int(e.get("RANK", 0)) == 0:
+        (Path(cfg.out) / "model.pt").unlink(missing_ok=True)  # never an older run's model
     return cfg.check()
 
 
