@@ -39,7 +39,16 @@ class LaneFrames(Dataset):
     def __init__(self, root: Path, labels: list[LaneLabel], augment: bool = False,
                  seed: int = 0):
         self.root, self.labels, self.augment, self.seed = Path(root), labels, augment, seed
-        self.epoch = 0
+        # in shared memory: the loader's persistent worker processes see each new epoch
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch[0] = int(value)
 
     def __len__(self) -> int:
         return len(self.labels)

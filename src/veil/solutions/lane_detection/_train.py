@@ -106,13 +106,13 @@ def predict(model, data: Path, labels, batch_size: int, device) -> list:
 
 
 def make_loader(ds, cfg: TrainConfig, sampler=None):
-    """The training loader. Its workers are not persistent: each epoch's workers get the
-    dataset as it is then, with `ds.epoch` set, so the augmentation changes every epoch."""
+    """The training loader. Its workers persist across epochs; they read the epoch (which seeds
+    the augmentation) from the dataset's shared memory, so each epoch's augmentation differs."""
     from torch.utils.data import DataLoader
 
     workers = cfg.num_workers if cfg.use_workers else 0
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                      num_workers=workers, drop_last=True, persistent_workers=False)
+                      num_workers=workers, drop_last=True, persistent_workers=workers > 0)
 
 
 def worker(cfg: TrainConfig) -> int:
