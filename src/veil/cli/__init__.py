@@ -8,7 +8,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import pool, privacy, serve, snapshot, solutions, train, volume
+from veil.cli import pool, privacy, sched, serve, snapshot, solutions, train, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.cli.lineage import lineage
@@ -30,6 +30,16 @@ app.add_typer(serve.app, name="serve")
 app.add_typer(train.app, name="train")
 app.command("doctor")(doctor)
 app.command("lineage")(lineage)
+app.add_typer(sched.project_app, name="project")
+app.add_typer(sched.node_app, name="node")
+app.add_typer(sched.scheduler_app, name="scheduler")
+app.command("submit")(sched.submit)
+app.command("list")(sched.list_)
+app.command("describe")(sched.describe)
+app.command("why")(sched.why)
+app.command("delete")(sched.delete)
+app.command("logs")(sched.logs)
+app.command("report")(sched.report)
 
 
 @app.command("demo")

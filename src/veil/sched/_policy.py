@@ -155,7 +155,7 @@ class Cluster:
                     if u + gpus <= 1 + EPS and (best is None or u > best[0] + EPS):
                         best = (u, node, i)
             return (best[1], [best[2]]) if best else None
-        need = int(round(gpus))
+        need = math.floor(gpus + 0.5)
         options = [(len(self.free_whole(n)), n) for n in allowed
                    if len(self.free_whole(n)) >= need]
         if not options:
@@ -177,7 +177,7 @@ class Cluster:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}" if abs(x - round(x)) > EPS else str(int(round(x)))
+    return f"{x:g}" if abs(x - round(x)) > EPS else str(math.floor(x + 0.5))
 
 
 def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -> Cycle:

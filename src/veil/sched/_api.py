@@ -1,0 +1,379 @@
+"""Projects, nodes and jobs in SQLite (`VEIL_HOME/sched.db`), with a scheduling cycle after every
+change, so the allocation the tables show is always the policy's current answer. The agent
+(`veil scheduler run`, see _agent) turns that allocation into processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from veil._config import veil_home
+from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
+from veil.sched._policy import EPS, Cycle, Job, Node, Project, schedule
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+  name TEXT PRIMARY KEY, quota REAL NOT NULL, weight REAL, lim REAL, nodes TEXT,
+  interactive_time_limit REAL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+  name TEXT PRIMARY KEY, gpus INTEGER NOT NULL, labels TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS jobs (
+  name TEXT PRIMARY KEY, project TEXT NOT NULL, gpus REAL NOT NULL, processes INTEGER NOT NULL,
+  interactive INTEGER NOT NULL, port INTEGER, command TEXT NOT NULL, seq INTEGER NOT NULL,
+  state TEXT NOT NULL, placement TEXT, reason TEXT NOT NULL DEFAULT '', submitted REAL NOT NULL,
+  started REAL, ended REAL, preemptions INTEGER NOT NULL DEFAULT 0, pids TEXT,
+  exit_code INTEGER, stop_requested REAL);
+CREATE TABLE IF NOT EXISTS events (
+  t REAL NOT NULL, kind TEXT NOT NULL, job TEXT, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS allocation (
+  t REAL NOT NULL, project TEXT NOT NULL, gpus REAL NOT NULL);
+"""
+ACTIVE = ("pending", "running")
+
+
+def _db_path(home: Path | None) -> Path:
+    return Path(home or veil_home()) / "sched.db"
+
+
+@contextlib.contextmanager
+def transaction(home: Path | None = None) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE): commands and the agent never interleave."""
+    path = _db_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=60, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    try:
+        db.executescript(SCHEMA)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > 63:
+        raise InvalidArgument(f"invalid {what} {name!r}: lower-case letters, digits, '-' and "
+                              "'.', starting and ending with a letter or digit")
+    return name
+
+
+# ------------------------------------------------------------------ loading and the cycle
+def _projects(db) -> dict[str, Project]:
+    return {r["name"]: Project(r["name"], r["quota"], r["weight"], r["lim"],
+                               json.loads(r["nodes"]) if r["nodes"] else None,
+                               r["interactive_time_limit"])
+            for r in db.execute("SELECT * FROM projects ORDER BY name")}
+
+
+def _nodes(db) -> list[Node]:
+    return [Node(r["name"], r["gpus"], json.loads(r["labels"]))
+            for r in db.execute("SELECT * FROM nodes ORDER BY name")]
+
+
+def _jobs(db) -> list[Job]:
+    out = []
+    for r in db.execute("SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq"):
+        placement = [(n, list(g)) for n, g in json.loads(r["placement"])] \
+            if r["placement"] else None
+        out.append(Job(r["name"], r["project"], r["gpus"], r["processes"],
+                       bool(r["interactive"]), r["seq"], placement, r["reason"]))
+    return out
+
+
+def run_cycle(db, now: float | None = None) -> Cycle:
+    """Schedule and store the result: placements, reasons, preemptions, the allocation."""
+    now = time.time() if now is None else now
+    projects, nodes, jobs = _projects(db), _nodes(db), _jobs(db)
+    before = {j.name: j.running for j in jobs}
+    cycle = schedule(projects, jobs, nodes)
+    preempted = {p.job for p in cycle.preempted}
+    for j in jobs:
+        placement = json.dumps(j.placement) if j.placement else None
+        if j.running and not before[j.name]:
+            db.execute("UPDATE jobs SET state='running', placement=?, reason=?, started=? "
+                       "WHERE name=?", (placement, j.reason, now, j.name))
+            db.execute("INSERT INTO events VALUES (?, 'start', ?, ?)", (now, j.name, j.reason))
+        elif not j.running and before[j.name]:
+            db.execute("UPDATE jobs SET state='pending', placement=NULL, reason=?, "
+                       "preemptions=preemptions+?, stop_requested=? WHERE name=?",
+                       (j.reason, int(j.name in preempted), now, j.name))
+            db.execute("INSERT INTO events VALUES (?, 'preempt', ?, ?)", (now, j.name, j.reason))
+        else:
+            db.execute("UPDATE jobs SET reason=? WHERE name=?", (j.reason, j.name))
+    last = {r["project"]: r["gpus"] for r in db.execute(
+        "SELECT project, gpus FROM allocation a WHERE t = (SELECT max(t) FROM allocation b "
+        "WHERE b.project = a.project)")}
+    for p in projects:
+        alloc = sum(j.total for j in jobs if j.project == p and j.running)
+        if abs(last.get(p, -1.0) - alloc) > EPS:
+            db.execute("INSERT INTO allocation VALUES (?, ?, ?)", (now, p, alloc))
+    return cycle
+
+
+# ------------------------------------------------------------------ projects and nodes
+@dataclass
+class ProjectRow:
+    name: str
+    quota: float
+    over_quota_weight: float
+    limit: float | None
+    nodes: list[str] | None
+    interactive_time_limit: float | None
+    allocated: float
+    fair_share: float
+    running: int
+    pending: int
+
+
+def create_project(name: str, quota: float, *, weight: float | None = None,
+                   limit: float | None = None, nodes: list[str] | None = None,
+                   interactive_time_limit: float | None = None,
+                   home: Path | None = None) -> str | None:
+    """Create a project. Returns a warning when the quotas sum past the cluster's GPUs."""
+    _check_name(name, "project name")
+    for v, what in ((quota, "--gpus (quota)"), (weight, "--over-quota-weight"),
+                    (limit, "--limit")):
+        if v is not None and (not isinstance(v, (int, float)) or v < 0 or v != v):
+            raise InvalidArgument(f"{what} must be a number >= 0, not {v!r}")
+    if limit is not None and limit < quota:
+        raise InvalidArgument(f"--limit {limit:g} is below the quota {quota:g}")
+    if interactive_time_limit is not None and interactive_time_limit <= 0:
+        raise InvalidArgument("--interactive-time-limit must be > 0 seconds")
+    with transaction(home) as db:
+        if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
+            raise AlreadyExists(f"project {name!r} already exists")
+        known = {n.name for n in _nodes(db)}
+        for n in nodes or []:
+            if n not in known:
+                raise NotFound(f"no node {n!r} for the affinity (veil node list)")
+        db.execute("INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (name, float(quota), weight, limit, json.dumps(nodes) if nodes else None,
+                    interactive_time_limit, time.time()))
+        total = db.execute("SELECT sum(quota) FROM projects").fetchone()[0]
+        capacity = sum(n.gpus for n in _nodes(db))
+        run_cycle(db)
+    if total > capacity + EPS:
+        return (f"quotas now sum to {total:g} GPUs, more than the cluster's {capacity}: "
+                "not every quota can be guaranteed")
+    return None
+
+
+def delete_project(name: str, *, home: Path | None = None) -> None:
+    with transaction(home) as db:
+        if not db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
+            raise NotFound(f"no project {name!r} (veil project list)")
+        n = db.execute("SELECT count(*) FROM jobs WHERE project=? AND state IN "
+                       "('pending', 'running')", (name,)).fetchone()[0]
+        if n:
+            raise InUse(f"project {name!r} has {n} active job(s); delete them first")
+        db.execute("DELETE FROM projects WHERE name=?", (name,))
+        run_cycle(db)
+
+
+def list_projects(*, home: Path | None = None) -> list[ProjectRow]:
+    with transaction(home) as db:
+        cycle = run_cycle(db)
+        projects = _projects(db)
+        counts = {(r["project"], r["state"]): r["n"] for r in db.execute(
+            "SELECT project, state, count(*) AS n FROM jobs GROUP BY project, state")}
+    return [ProjectRow(p.name, p.quota, p.over_quota_weight, p.limit, p.nodes,
+                       p.interactive_time_limit, round(cycle.allocated[p.name], 6),
+                       round(cycle.fair[p.name], 6), counts.get((p.name, "running"), 0),
+                       counts.get((p.name, "pending"), 0)) for p in projects.values()]
+
+
+def add_node(name: str, gpus: int, labels: dict[str, str] | None = None, *,
+             home: Path | None = None) -> None:
+    _check_name(name, "node name")
+    if not isinstance(gpus, int) or gpus < 0:
+        raise InvalidArgument(f"--gpus must be a whole number >= 0, not {gpus!r}")
+    with transaction(home) as db:
+        if db.execute("SELECT 1 FROM nodes WHERE name=?", (name,)).fetchone():
+            raise AlreadyExists(f"node {name!r} already exists")
+        db.execute("INSERT INTO nodes VALUES (?, ?, ?)", (name, gpus, json.dumps(labels or {})))
+        run_cycle(db)
+
+
+def delete_node(name: str, *, home: Path | None = None) -> None:
+    with transaction(home) as db:
+        if not db.execute("SELECT 1 FROM nodes WHERE name=?", (name,)).fetchone():
+            raise NotFound(f"no node {name!r} (veil node list)")
+        for j in _jobs(db):
+            if j.running and any(n == name for n, _ in j.placement):
+                raise InUse(f"job {j.name!r} runs on node {name!r}; delete it first")
+        db.execute("DELETE FROM nodes WHERE name=?", (name,))
+        run_cycle(db)
+
+
+def list_nodes(*, home: Path | None = None) -> list[dict]:
+    with transaction(home) as db:
+        nodes, jobs = _nodes(db), _jobs(db)
+    out = []
+    for n in nodes:
+        used = [0.0] * n.gpus
+        for j in jobs:
+            for node, gpus in j.placement or []:
+                if node == n.name:
+                    for g in gpus:
+                        used[g] += j.gpus if j.gpus < 1 else 1.0
+        out.append({"name": n.name, "gpus": n.gpus, "allocated": round(sum(used), 6),
+                    "labels": n.labels, "per_gpu": [round(u, 6) for u in used]})
+    return out
+
+
+# ------------------------------------------------------------------ jobs
+@dataclass
+class JobRow:
+    name: str
+    project: str
+    gpus: float
+    processes: int
+    interactive: bool
+    state: str
+    placement: list | None
+    reason: str
+    submitted: float
+    started: float | None
+    ended: float | None
+    preemptions: int
+    port: int | None
+    command: list[str]
+    pid: int | None
+    exit_code: int | None
+
+    @property
+    def type(self) -> str:
+        return "Interactive" if self.interactive else "Train"
+
+    @property
+    def nodes(self) -> str:
+        return ",".join(sorted({n for n, _ in self.placement})) if self.placement else "-"
+
+    def service_url(self, host: str = "127.0.0.1") -> str | None:
+        return f"http://{host}:{self.port}/" if self.port and self.state == "running" else None
+
+
+def _row(r) -> JobRow:
+    return JobRow(r["name"], r["project"], r["gpus"], r["processes"], bool(r["interactive"]),
+                  r["state"], json.loads(r["placement"]) if r["placement"] else None,
+                  r["reason"], r["submitted"], r["started"], r["ended"], r["preemptions"],
+                  r["port"], json.loads(r["command"]),
+                  json.loads(r["pids"])[0][0] if r["pids"] else None, r["exit_code"])
+
+
+def check_gpus(gpus: float) -> float:
+    if not isinstance(gpus, (int, float)) or gpus != gpus or gpus <= 0:
+        raise InvalidArgument(f"-g/--gpus must be > 0, not {gpus!r}")
+    if gpus > 1 and abs(gpus - round(gpus)) > EPS:
+        raise InvalidArgument(f"-g {gpus:g}: a fraction must be in (0, 1]; above one GPU, ask "
+                              "for whole GPUs")
+    return float(round(gpus)) if gpus >= 1 else float(gpus)
+
+
+def submit(name: str, project: str, gpus: float, command: list[str], *,
+           interactive: bool = False, port: int | None = None, processes: int = 1,
+           home: Path | None = None) -> JobRow:
+    _check_name(name, "job name")
+    gpus = check_gpus(gpus)
+    if not isinstance(processes, int) or processes < 1:
+        raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
+    if processes > 1 and gpus < 1:
+        raise InvalidArgument("a multi-process job takes whole GPUs per process")
+    if port is not None and not (1 <= port <= 65535):
+        raise InvalidArgument(f"--port must be in 1..65535, not {port}")
+    if port is not None and not interactive:
+        raise InvalidArgument("--port exposes a service of an interactive job: add "
+                              "--interactive")
+    with transaction(home) as db:
+        projects = _projects(db)
+        if project not in projects:
+            raise NotFound(f"no project {project!r} (veil project create {project} --gpus N)")
+        if db.execute("SELECT state FROM jobs WHERE name=?", (name,)).fetchone():
+            raise AlreadyExists(f"a job named {name!r} exists (veil delete {name} first)")
+        if interactive:
+            held = db.execute("SELECT coalesce(sum(gpus * processes), 0) FROM jobs WHERE "
+                              "project=? AND interactive=1 AND state IN ('pending', 'running')",
+                              (project,)).fetchone()[0]
+            quota = projects[project].quota
+            if held + gpus * processes > quota + EPS:
+                raise InvalidArgument(
+                    f"interactive jobs are not preemptible, so they must fit {project}'s quota "
+                    f"of {quota:g} GPUs: its interactive jobs hold {held:g}, this one asks "
+                    f"{gpus * processes:g}")
+        seq = db.execute("SELECT coalesce(max(seq), -1) + 1 FROM jobs").fetchone()[0]
+        db.execute("INSERT INTO jobs (name, project, gpus, processes, interactive, port, "
+                   "command, seq, state, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                   "'pending', ?)", (name, project, gpus, processes, int(interactive), port,
+                                     json.dumps(list(command)), seq, time.time()))
+        db.execute("INSERT INTO events VALUES (?, 'submit', ?, ?)", (time.time(), name,
+                                                                     project))
+        run_cycle(db)
+        return _row(db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone())
+
+
+def delete_jobs(names: list[str], *, home: Path | None = None) -> list[JobRow]:
+    """Delete jobs: pending ones at once; running ones are marked and their processes stopped by
+    the agent. Their GPUs go back to the pool now."""
+    with transaction(home) as db:
+        rows = []
+        for n in names:
+            r = db.execute("SELECT * FROM jobs WHERE name=?", (n,)).fetchone()
+            if r is None:
+                raise NotFound(f"no job {n!r} (veil list)")
+            rows.append(_row(r))
+        now = time.time()
+        for r in rows:
+            db.execute("UPDATE jobs SET state='deleted', placement=NULL, ended=?, "
+                       "stop_requested=?, reason='deleted' WHERE name=?", (now, now, r.name))
+            db.execute("INSERT INTO events VALUES (?, 'delete', ?, '')", (now, r.name))
+        run_cycle(db)
+    return rows
+
+
+def list_jobs(*, project: str | None = None, all_states: bool = False,
+              home: Path | None = None) -> list[JobRow]:
+    with transaction(home) as db:
+        q = "SELECT * FROM jobs" + ("" if all_states else " WHERE state IN "
+                                    "('pending', 'running')")
+        rows = [_row(r) for r in db.execute(q + " ORDER BY seq")]
+    return [r for r in rows if project is None or r.project == project]
+
+
+def get_job(name: str, *, home: Path | None = None) -> JobRow:
+    with transaction(home) as db:
+        r = db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone()
+    if r is None:
+        raise NotFound(f"no job {name!r} (veil list)")
+    return _row(r)
+
+
+def why(name: str, *, home: Path | None = None) -> str:
+    """Why a job is where it is: running where, pending for what, preempted for whom."""
+    j = get_job(name, home=home)
+    if j.state == "running":
+        return f"{j.name} is running: {j.reason}"
+    if j.state == "pending":
+        prefix = f"{j.name} is pending"
+        if j.preemptions:
+            prefix += f" (preempted {j.preemptions} time(s))"
+        return f"{prefix}: {j.reason or 'not scheduled yet'}"
+    return f"{j.name} is {j.state}" + (f" (exit code {j.exit_code})"
+                                       if j.exit_code is not None else "")
+
+
+def history(*, home: Path | None = None) -> list[tuple[float, str, float]]:
+    with transaction(home) as db:
+        return [(r["t"], r["project"], r["gpus"]) for r in
+                db.execute("SELECT * FROM allocation ORDER BY t")]

@@ -1,0 +1,38 @@
+"""Runs one job process for the agent: `python -m veil.sched._runner EXITFILE -- CMD...`.
+
+It starts CMD, forwards SIGTERM and SIGINT to it, and writes CMD's exit status to EXITFILE, so
+the agent learns how a job ended even if the agent itself was restarted meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+
+def main() -> None:
+    exit_file, cmd = sys.argv[1], sys.argv[3:]
+    try:
+        proc = subprocess.Popen(cmd)
+    except OSError as e:
+        print(f"veil: cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr, flush=True)
+        code = 127
+    else:
+        def forward(signum, _frame):
+            proc.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        code = proc.wait()
+        if code < 0:  # killed by a signal: the shell's convention
+            code = 128 - code
+    tmp = f"{exit_file}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{code}\n")
+    os.replace(tmp, exit_file)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
