@@ -72,15 +72,11 @@ class Agent:
     def __init__(self, grace: float = 10.0, home: Path | None = None):
         self.grace, self.home = grace, home
         self.stopping: dict[str, float] = {}  # job -> when SIGTERM was sent
-        self.children: dict[int, subprocess.Popen] = {}  # reaped as they end
 
     # ------------------------------------------------------------------ one pass
     def reconcile(self, log: Callable[[str], None] = lambda m: None) -> dict[str, list[str]]:
         done: dict[str, list[str]] = {"started": [], "stopped": [], "ended": [],
                                       "requeued": []}
-        for pid, p in list(self.children.items()):
-            if p.poll() is not None:
-                del self.children[pid]
         now = time.time()
         with transaction(self.home) as db:
             limits = {r["name"]: r["interactive_time_limit"] for r in
@@ -96,7 +92,7 @@ class Agent:
             # processes that ended
             for r in db.execute("SELECT * FROM jobs WHERE pids IS NOT NULL").fetchall():
                 pids = json.loads(r["pids"])
-                if any(_alive(p, s) for p, s in pids):
+                if any(_alive(p[0], p[1]) for p in pids):
                     continue
                 codes = []
                 for rank in range(len(pids)):
@@ -138,7 +134,7 @@ class Agent:
                                (json.dumps(pids), r["name"]))
                     done["started"].append(r["name"])
                     continue
-            self._kill([p for p, _ in pids], signal.SIGKILL)  # changed meanwhile: undo
+            self._kill([p[2] for p in pids], signal.SIGKILL)  # changed meanwhile: undo
         return done
 
     def _start(self, r, log) -> list[list[int]]:
@@ -168,13 +164,18 @@ class Agent:
                 env = dict(base, CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)), VEIL_NODE=node)
                 if world > 1:
                     env.update(RANK=str(rank), LOCAL_RANK="0")
-                p = subprocess.Popen(
-                    [sys.executable, "-m", "veil.sched._runner",
+                launched = subprocess.run(
+                    [sys.executable, "-m", "veil.sched._runner", "--detach",
                      str(_exit_path(name, rank, self.home)), "--", *command],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                    start_new_session=True)
-                self.children[p.pid] = p
-                pids.append([p.pid, _start_time(p.pid)])
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out, env=env,
+                    start_new_session=True, check=True, timeout=60)
+                runner = int(launched.stdout.decode().split()[-1])
+                # the runner keeps the launcher's process group: the whole job is killed by it
+                try:
+                    group = os.getpgid(runner)
+                except ProcessLookupError:  # already over
+                    group = runner
+                pids.append([runner, _start_time(runner), group])
         log(f"started {name} on {placement}")
         return pids
 
@@ -185,12 +186,10 @@ class Agent:
 
     def _stop(self, r, done, log) -> None:
         name = r["name"]
-        pids = [(p, s) for p, s in json.loads(r["pids"]) if _alive(p, s)]
+        groups = [p[2] for p in json.loads(r["pids"]) if _alive(p[0], p[1])]
         first = self.stopping.setdefault(name, time.time())
-        if time.time() - first < self.grace:
-            self._kill([p for p, _ in pids], signal.SIGTERM)
-        else:
-            self._kill([p for p, _ in pids], signal.SIGKILL)
+        self._kill(groups, signal.SIGTERM if time.time() - first < self.grace
+                   else signal.SIGKILL)
         if name not in done["stopped"]:
             done["stopped"].append(name)
             log(f"stopping {name} ({r['state']}: {r['reason']})")

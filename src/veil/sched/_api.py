@@ -98,7 +98,7 @@ def run_cycle(db, now: float | None = None) -> Cycle:
     projects, nodes, jobs = _projects(db), _nodes(db), _jobs(db)
     before = {j.name: j.running for j in jobs}
     cycle = schedule(projects, jobs, nodes)
-    preempted = {p.job for p in cycle.preempted}
+    preempted = {p.job: p.why for p in cycle.preempted}
     for j in jobs:
         placement = json.dumps(j.placement) if j.placement else None
         if j.running and not before[j.name]:
@@ -109,7 +109,8 @@ def run_cycle(db, now: float | None = None) -> Cycle:
             db.execute("UPDATE jobs SET state='pending', placement=NULL, reason=?, "
                        "preemptions=preemptions+?, stop_requested=? WHERE name=?",
                        (j.reason, int(j.name in preempted), now, j.name))
-            db.execute("INSERT INTO events VALUES (?, 'preempt', ?, ?)", (now, j.name, j.reason))
+            db.execute("INSERT INTO events VALUES (?, 'preempt', ?, ?)",
+                       (now, j.name, preempted.get(j.name, j.reason)))
         else:
             db.execute("UPDATE jobs SET reason=? WHERE name=?", (j.reason, j.name))
     last = {r["project"]: r["gpus"] for r in db.execute(
@@ -362,13 +363,17 @@ def get_job(name: str, *, home: Path | None = None) -> JobRow:
 def why(name: str, *, home: Path | None = None) -> str:
     """Why a job is where it is: running where, pending for what, preempted for whom."""
     j = get_job(name, home=home)
+    with transaction(home) as db:
+        last = db.execute("SELECT detail FROM events WHERE job=? AND kind='preempt' ORDER BY t "
+                          "DESC LIMIT 1", (name,)).fetchone()
+    history = f" It was last {last['detail']}." if last and j.preemptions else ""
     if j.state == "running":
-        return f"{j.name} is running: {j.reason}"
+        return f"{j.name} is {j.reason}.{history}"
     if j.state == "pending":
         prefix = f"{j.name} is pending"
         if j.preemptions:
             prefix += f" (preempted {j.preemptions} time(s))"
-        return f"{prefix}: {j.reason or 'not scheduled yet'}"
+        return f"{prefix}: {j.reason or 'not scheduled yet'}.{history}"
     return f"{j.name} is {j.state}" + (f" (exit code {j.exit_code})"
                                        if j.exit_code is not None else "")
 

@@ -1,4 +1,7 @@
-"""Runs one job process for the agent: `python -m veil.sched._runner EXITFILE -- CMD...`.
+"""Runs one job process for the agent: `python -m veil.sched._runner [--detach] EXITFILE -- CMD`.
+
+With --detach the launcher forks and exits at once, so the runner is nobody's child: jobs
+outlive the agent and leave no zombie behind it.
 
 It starts CMD, forwards SIGTERM and SIGINT to it, and writes CMD's exit status to EXITFILE, so
 the agent learns how a job ended even if the agent itself was restarted meanwhile."""
@@ -12,6 +15,13 @@ import sys
 
 
 def main() -> None:
+    if sys.argv[1] == "--detach":  # the agent's launcher: print the runner's pid and leave
+        del sys.argv[1]
+        child = os.fork()
+        if child > 0:
+            print(child, flush=True)
+            os._exit(0)
+        os.dup2(2, 1)  # the job's output goes to its log, and the launcher's pipe is let go
     exit_file, cmd = sys.argv[1], sys.argv[3:]
     try:
         proc = subprocess.Popen(cmd)
