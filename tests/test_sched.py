@@ -235,3 +235,30 @@ def test_interactive_jobs_stop_at_the_time_limit(home, tmp_path, capsys):
     assert "interactive time limit" in sched.why("nb") or \
         "time limit" in sched.get_job("nb").reason
     assert "term" in Path(tmp_path / "nb.txt").read_text()
+
+
+def test_kai_scheduler_objects_for_the_projects_and_jobs(home, tmp_path, capsys):
+    kv = pytest.importorskip("kubernetes_validate")
+    import yaml
+
+    two_dgx1(capsys)
+    submit_lines(capsys, "a-1-g -g 1 -p team-a\nb-1-g06 -g 0.6 --interactive -p team-b")
+    assert veil(capsys, "submit", "mpi", "-p", "team-d", "-g", "1", "--processes", "3", "--",
+                "python", "train.py")[0] == 0
+    assert veil(capsys, "list", "--emit-k8s", str(tmp_path / "k8s"))[0] == 0
+    qs = list(yaml.safe_load_all((tmp_path / "k8s" / "queues.yaml").read_text()))
+    assert qs[0]["metadata"]["name"] == "veil" and qs[0]["spec"]["resources"]["gpu"]["quota"] == 16
+    by = {q["metadata"]["name"]: q["spec"] for q in qs[1:]}
+    assert by["team-a"]["parentQueue"] == "veil"
+    assert by["team-a"]["resources"]["gpu"] == {"quota": 4, "overQuotaWeight": 4, "limit": -1}
+    frac = next(yaml.safe_load_all((tmp_path / "k8s" / "pods-b-1-g06.yaml").read_text()))
+    assert frac["metadata"]["annotations"]["gpu-fraction"] == "0.6"
+    assert frac["metadata"]["labels"]["kai.scheduler/queue"] == "team-b"
+    assert frac["spec"]["schedulerName"] == "kai-scheduler"
+    assert frac["spec"]["priorityClassName"] == "build"
+    ranks = list(yaml.safe_load_all((tmp_path / "k8s" / "pods-mpi.yaml").read_text()))
+    assert len(ranks) == 3
+    whole = next(yaml.safe_load_all((tmp_path / "k8s" / "pods-a-1-g.yaml").read_text()))
+    assert whole["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    for pod in [frac, whole, *ranks]:
+        kv.validate(pod, "1.30.0", strict=True)

@@ -21,6 +21,7 @@ never preempted. Every decision keeps a sentence saying why (`reason`).
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -114,11 +115,21 @@ def fair_shares(projects: dict[str, Project], demand: dict[str, float],
 
 
 class Cluster:
-    """Per-GPU use (0 to 1) of every node, and which jobs sit where."""
+    """Per-GPU use (0 to 1) of every node, indexed for fast placement: nodes bucketed by their
+    number of free whole GPUs (a heap per count, stale entries dropped lazily), and the GPUs in
+    partial use. Placement is deterministic: among equals, the node listed first."""
 
     def __init__(self, nodes: list[Node]):
         self.nodes = {n.name: n for n in nodes}
+        self.order = {n.name: i for i, n in enumerate(nodes)}
+        self.names = [n.name for n in nodes]
         self.used = {n.name: [0.0] * n.gpus for n in nodes}
+        self.free = [n.gpus for n in nodes]
+        self.heaps: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes):
+            self.heaps.setdefault(n.gpus, []).append(i)
+        self.max_gpus = max((n.gpus for n in nodes), default=0)
+        self.partial: dict[tuple[str, int], float] = {}
 
     @property
     def capacity(self) -> float:
@@ -126,54 +137,87 @@ class Cluster:
 
     def copy(self) -> Cluster:
         c = Cluster([])
-        c.nodes = self.nodes
+        c.nodes, c.order, c.names, c.max_gpus = self.nodes, self.order, self.names, self.max_gpus
         c.used = {k: list(v) for k, v in self.used.items()}
+        c.free = list(self.free)
+        c.heaps = {k: list(v) for k, v in self.heaps.items()}
+        c.partial = dict(self.partial)
         return c
+
+    def _change(self, node: str, g: int, delta: float) -> None:
+        before = self.used[node][g]
+        after = before + delta
+        if abs(after) < EPS:
+            after = 0.0
+        self.used[node][g] = after
+        i = self.order[node]
+        if before <= EPS < after or after <= EPS < before:
+            self.free[i] += -1 if after > EPS else 1
+            heapq.heappush(self.heaps.setdefault(self.free[i], []), i)
+        if EPS < after < 1 - EPS:
+            self.partial[(node, g)] = after
+        else:
+            self.partial.pop((node, g), None)
 
     def add(self, job: Job) -> None:
         for node, gpus in job.placement or []:
             for g in gpus:
-                self.used[node][g] += job.gpus if job.gpus < 1 else 1.0
+                self._change(node, g, job.gpus if job.gpus < 1 else 1.0)
 
     def remove(self, job: Job) -> None:
         for node, gpus in job.placement or []:
             for g in gpus:
-                self.used[node][g] -= job.gpus if job.gpus < 1 else 1.0
-                if abs(self.used[node][g]) < EPS:
-                    self.used[node][g] = 0.0
+                self._change(node, g, -(job.gpus if job.gpus < 1 else 1.0))
 
     def free_whole(self, node: str) -> list[int]:
         return [i for i, u in enumerate(self.used[node]) if u <= EPS]
 
-    def fit_one(self, gpus: float, allowed: list[str]) -> tuple[str, list[int]] | None:
+    def _fullest_with(self, need: int) -> str | None:
+        for k in range(need, self.max_gpus + 1):
+            h = self.heaps.get(k)
+            while h and self.free[h[0]] != k:
+                heapq.heappop(h)
+            if h:
+                return self.names[h[0]]
+        return None
+
+    def fit_one(self, gpus: float, allowed: list[str] | None) -> tuple[str, list[int]] | None:
         """Where one process of `gpus` goes: fractions to the fullest GPU they fit on, whole
-        GPUs to the fullest node that has enough free ones."""
+        GPUs to the fullest node that has enough free ones. `allowed` None: any node."""
         if gpus < 1:
             best = None
-            for node in allowed:
-                for i, u in enumerate(self.used[node]):
-                    if u + gpus <= 1 + EPS and (best is None or u > best[0] + EPS):
-                        best = (u, node, i)
-            return (best[1], [best[2]]) if best else None
-        need = math.floor(gpus + 0.5)
-        options = [(len(self.free_whole(n)), n) for n in allowed
-                   if len(self.free_whole(n)) >= need]
-        if not options:
+            for (node, g), u in self.partial.items():
+                if u + gpus <= 1 + EPS and (allowed is None or node in allowed):
+                    key = (-u, self.order[node], g)
+                    if best is None or key < best[0]:
+                        best = (key, node, g)
+            if best:
+                return best[1], [best[2]]
+            need = 1
+        else:
+            need = math.floor(gpus + 0.5)
+        if allowed is None:
+            node = self._fullest_with(need)
+        else:
+            options = [(self.free[self.order[n]], self.order[n], n) for n in allowed
+                       if self.free[self.order[n]] >= need]
+            node = min(options)[2] if options else None
+        if node is None:
             return None
-        _, node = min(options, key=lambda t: t[0])  # fullest that fits; first among equals
         return node, self.free_whole(node)[:need]
 
-    def fit(self, job: Job, allowed: list[str]) -> list[tuple[str, list[int]]] | None:
-        """All processes of `job`, or None (all or nothing)."""
-        trial = self.copy()
-        out = []
+    def fit(self, job: Job, allowed: list[str] | None) -> list[tuple[str, list[int]]] | None:
+        """All processes of `job`, or None (all or nothing); the cluster is left unchanged."""
+        out: list[tuple[str, list[int]]] = []
         for _ in range(job.processes):
-            spot = trial.fit_one(job.gpus, allowed)
+            spot = self.fit_one(job.gpus, allowed)
             if spot is None:
-                return None
+                break
             out.append(spot)
-            trial.add(Job(job.name, job.project, job.gpus, placement=[spot]))
-        return out
+            self.add(Job(job.name, job.project, job.gpus, placement=[spot]))
+        for spot in out:
+            self.remove(Job(job.name, job.project, job.gpus, placement=[spot]))
+        return out if len(out) == job.processes else None
 
 
 def _fmt(x: float) -> str:
@@ -202,8 +246,8 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
     cycle = Cycle(fair, alloc, demand)
     allowed_all = list(cluster.nodes)
 
-    def allowed(p: Project) -> list[str]:
-        return [n for n in allowed_all if p.nodes is None or n in p.nodes]
+    def allowed(p: Project) -> list[str] | None:
+        return None if p.nodes is None else [n for n in allowed_all if n in p.nodes]
 
     def ratio(p: str) -> float:
         return alloc[p] / fair[p] if fair[p] > EPS else math.inf
@@ -229,11 +273,30 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         v.placement = None
         alloc[v.project] -= v.total
 
-    # --- entitled jobs, reclaiming where needed
-    waiting = list(todo)
-    while waiting:
-        waiting.sort(key=lambda j: (ratio(j.project), j.seq))
-        j = waiting.pop(0)
+    # --- entitled jobs, reclaiming where needed. Each project's pending jobs in submission
+    # order; projects in a heap keyed (allocated / fair share, oldest pending job), a key gone
+    # stale because the project got GPUs pushed back with its new value.
+    queues: dict[str, list[tuple[int, Job]]] = {}
+    for j in todo:
+        queues.setdefault(j.project, []).append((j.seq, j))
+    heads = [(ratio(q), jobs_[0][0], q) for q, jobs_ in queues.items()]
+    heapq.heapify(heads)
+    reclaimable = any(v.running and v.preemptible and v.project in projects
+                      and alloc[v.project] > fair[v.project] + EPS for v in jobs)
+
+    def requeue(q: str) -> None:
+        if queues.get(q):
+            heapq.heappush(heads, (ratio(q), queues[q][0][0], q))
+
+    while heads:
+        key, seq, q = heapq.heappop(heads)
+        if not queues.get(q) or queues[q][0][0] != seq:
+            continue  # an old entry for this project
+        if ratio(q) > key + EPS:
+            requeue(q)
+            continue
+        _, j = heapq.heappop(queues[q])
+        requeue(q)
         p = projects[j.project]
         limit = p.limit if p.limit is not None else math.inf
         if alloc[j.project] + j.total > limit + EPS:
@@ -253,7 +316,8 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         if spot is not None:
             place(j, spot)
             continue
-        victims = _reclaim(j, p, jobs, projects, fair, alloc, cluster, allowed(p))
+        victims = _reclaim(j, p, jobs, projects, fair, alloc, cluster, allowed(p)) \
+            if reclaimable else None
         if victims is None:
             j.reason = (f"no node has room for {_fmt(j.gpus)} GPU(s) x {j.processes}, and no "
                         f"project above its fair share can give enough back on one node")
@@ -265,7 +329,8 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
             v.reason = (f"preempted to reclaim GPUs for {j.name} ({j.project}, entitled to "
                         f"{_fmt(fair[j.project])}): {over}")
             cycle.preempted.append(Preemption(v.name, j.name, v.reason))
-            waiting.append(v)  # it may fit elsewhere in this same cycle
+            heapq.heappush(queues.setdefault(v.project, []), (v.seq, v))  # may fit elsewhere
+            requeue(v.project)
         spot = cluster.fit(j, allowed(p))
         assert spot is not None
         place(j, spot)
@@ -284,39 +349,72 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
     return cycle
 
 
+def _node_fits(gpus: float, used: list[float]) -> bool:
+    if gpus < 1:
+        return any(u + gpus <= 1 + EPS for u in used)
+    return sum(1 for u in used if u <= EPS) >= math.floor(gpus + 0.5)
+
+
 def _reclaim(j: Job, p: Project, jobs: list[Job], projects: dict[str, Project],
              fair: dict[str, float], alloc: dict[str, float], cluster: Cluster,
-             allowed: list[str]) -> list[Job] | None:
+             allowed: list[str] | None) -> list[Job] | None:
     """The fewest GPUs of preemptible jobs of projects above their fair share whose removal lets
     `j` fit, all on one node for a single-process job; None if there is no such set."""
-    best: tuple[float, list[Job]] | None = None
+    def over(q: str) -> float:
+        return alloc[q] / fair[q] if fair[q] > EPS else math.inf
+
     running = [v for v in jobs if v.running and v.preemptible and v.project != j.project
-               and v.project in projects]
-    for node in allowed if j.processes == 1 else [None]:
-        cands = [v for v in running if node is None or any(n == node for n, _ in v.placement)]
-        cands.sort(key=lambda v: (-(alloc[v.project] / fair[v.project])
-                                  if fair[v.project] > EPS else -math.inf, -v.seq))
-        trial = cluster.copy()
-        left = dict(alloc)
-        chosen: list[Job] = []
-        targets = [node] if node else allowed
-        for v in cands:
-            if trial.fit(j, targets) is not None:
-                break
-            if left[v.project] <= fair[v.project] + EPS:
-                continue  # that project is at or below its share now
-            trial.remove(v)
-            left[v.project] -= v.total
-            chosen.append(v)
-        if trial.fit(j, targets) is None:
+               and v.project in projects and alloc[v.project] > fair[v.project] + EPS]
+    if not running:
+        return None
+    running.sort(key=lambda v: (-over(v.project), -v.seq))
+    best: tuple[float, list[Job]] | None = None
+    if j.processes == 1:
+        by_node: dict[str, list[Job]] = {}
+        for v in running:
+            for n in {n for n, _ in v.placement}:
+                if allowed is None or n in allowed:
+                    by_node.setdefault(n, []).append(v)
+        for node in sorted(by_node, key=lambda n: cluster.order[n]):
+            used = list(cluster.used[node])
+            left = dict(alloc)
+            chosen: list[Job] = []
+
+            def take(v: Job, sign: float, used=used, node=node) -> None:
+                for n, gpus in v.placement:
+                    if n == node:
+                        for g in gpus:
+                            used[g] += sign * (v.gpus if v.gpus < 1 else 1.0)
+
+            for v in by_node[node]:
+                if _node_fits(j.gpus, used):
+                    break
+                if left[v.project] <= fair[v.project] + EPS:
+                    continue  # that project is at or below its share now
+                take(v, -1)
+                left[v.project] -= v.total
+                chosen.append(v)
+            if not _node_fits(j.gpus, used):
+                continue
+            for v in list(reversed(chosen)):  # drop victims that turn out not to be needed
+                take(v, +1)
+                if _node_fits(j.gpus, used):
+                    chosen.remove(v)
+                else:
+                    take(v, -1)
+            cost = sum(v.total for v in chosen)
+            if best is None or cost < best[0] - EPS:
+                best = (cost, chosen)
+        return best[1] if best else None
+    trial = cluster.copy()  # a multi-process job: victims anywhere
+    left = dict(alloc)
+    chosen = []
+    for v in running:
+        if trial.fit(j, allowed) is not None:
+            break
+        if left[v.project] <= fair[v.project] + EPS:
             continue
-        for v in list(reversed(chosen)):  # drop victims that turn out not to be needed
-            t2 = trial.copy()
-            t2.add(v)
-            if t2.fit(j, targets) is not None:
-                trial = t2
-                chosen.remove(v)
-        cost = sum(v.total for v in chosen)
-        if best is None or cost < best[0] - EPS:
-            best = (cost, chosen)
-    return best[1] if best else None
+        trial.remove(v)
+        left[v.project] -= v.total
+        chosen.append(v)
+    return chosen if trial.fit(j, allowed) is not None else None
