@@ -261,6 +261,9 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
     def place(j: Job, spot) -> None:
         j.placement = spot
         cluster.add(j)
+        if j.preemptible:
+            for n, _ in spot:
+                vindex.setdefault(n, {})[j.name] = j
         alloc[j.project] += j.total
         if j.interactive:
             inter[j.project] += j.total
@@ -269,6 +272,8 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         cycle.started.append(j.name)
 
     def unplace(v: Job) -> None:
+        for n, _ in v.placement:
+            vindex.get(n, {}).pop(v.name, None)
         cluster.remove(v)
         v.placement = None
         alloc[v.project] -= v.total
@@ -281,6 +286,11 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         queues.setdefault(j.project, []).append((j.seq, j))
     heads = [(ratio(q), jobs_[0][0], q) for q, jobs_ in queues.items()]
     heapq.heapify(heads)
+    vindex: dict[str, dict[str, Job]] = {}  # node -> running preemptible jobs on it
+    for v in jobs:
+        if v.running and v.preemptible and v.project in projects:
+            for n, _ in v.placement:
+                vindex.setdefault(n, {})[v.name] = v
     reclaimable = any(v.running and v.preemptible and v.project in projects
                       and alloc[v.project] > fair[v.project] + EPS for v in jobs)
 
@@ -316,11 +326,24 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         if spot is not None:
             place(j, spot)
             continue
-        victims = _reclaim(j, p, jobs, projects, fair, alloc, cluster, allowed(p)) \
-            if reclaimable else None
+        victims = _reclaim(j, fair, alloc, cluster, allowed(p), vindex) \
+            if reclaimable and any(alloc[q] > fair[q] + EPS for q in projects) else None
         if victims is None:
-            j.reason = (f"no node has room for {_fmt(j.gpus)} GPU(s) x {j.processes}, and no "
-                        f"project above its fair share can give enough back on one node")
+            moves = _consolidate(j, jobs, cluster, allowed(p))
+            if moves is None:
+                j.reason = (f"no node has room for {_fmt(j.gpus)} GPU(s) x {j.processes}, and "
+                            "no project above its fair share can give enough back on one node")
+                continue
+            for v in moves:  # they restart at once on other nodes' free GPUs
+                unplace(v)
+                v.reason = (f"moved (restarted elsewhere) to gather free GPUs on one node for "
+                            f"{j.name} ({j.project})")
+                cycle.preempted.append(Preemption(v.name, j.name, v.reason))
+                heapq.heappush(queues.setdefault(v.project, []), (v.seq, v))
+                requeue(v.project)
+            spot = cluster.fit(j, allowed(p))
+            assert spot is not None
+            place(j, spot)
             continue
         for v in victims:
             over = f"{v.project} held {_fmt(alloc[v.project])} GPUs, over its fair share of " \
@@ -349,63 +372,110 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
     return cycle
 
 
+def _consolidate(j: Job, jobs: list[Job], cluster: Cluster, allowed: list[str] | None,
+                 max_nodes: int = 16) -> list[Job] | None:
+    """Defragmenting (KAI's consolidation): preemptible single-process jobs to move off one node
+    onto free GPUs of others so that `j` fits there; the fewest GPUs moved. None when the free
+    GPUs, gathered, would still not hold `j`, or no such move exists."""
+    if j.processes != 1 or j.gpus < 1:
+        return None
+    need = math.floor(j.gpus + 0.5)
+    if sum(cluster.free) < need:
+        return None
+    names = [n for n in cluster.names if allowed is None or n in allowed]
+    names.sort(key=lambda n: (-cluster.free[cluster.order[n]], cluster.order[n]))
+    movable: dict[str, list[Job]] = {}
+    for v in jobs:
+        if v.running and v.preemptible and v.processes == 1 and v.gpus >= 1:
+            movable.setdefault(v.placement[0][0], []).append(v)
+    best: tuple[float, list[Job]] | None = None
+    for node in names[:max_nodes]:
+        trial = cluster.copy()
+        others = [n for n in cluster.names if n != node]
+        chosen: list[Job] = []
+        for v in sorted(movable.get(node, []), key=lambda v: (v.gpus, -v.seq)):
+            if len(trial.free_whole(node)) >= need:
+                break
+            trial.remove(v)
+            spot = trial.fit_one(v.gpus, others)
+            if spot is None:
+                trial.add(v)
+                continue
+            trial.add(Job(v.name, v.project, v.gpus, placement=[spot]))
+            chosen.append(v)
+        if len(trial.free_whole(node)) >= need and chosen:
+            cost = sum(v.total for v in chosen)
+            if best is None or cost < best[0]:
+                best = (cost, chosen)
+    return best[1] if best else None
+
+
 def _node_fits(gpus: float, used: list[float]) -> bool:
     if gpus < 1:
         return any(u + gpus <= 1 + EPS for u in used)
     return sum(1 for u in used if u <= EPS) >= math.floor(gpus + 0.5)
 
 
-def _reclaim(j: Job, p: Project, jobs: list[Job], projects: dict[str, Project],
-             fair: dict[str, float], alloc: dict[str, float], cluster: Cluster,
-             allowed: list[str] | None) -> list[Job] | None:
+def _reclaim(j: Job, fair: dict[str, float], alloc: dict[str, float], cluster: Cluster,
+             allowed: list[str] | None, vindex: dict[str, dict[str, Job]]) -> list[Job] | None:
     """The fewest GPUs of preemptible jobs of projects above their fair share whose removal lets
-    `j` fit, all on one node for a single-process job; None if there is no such set."""
+    `j` fit, all on one node for a single-process job; None if there is no such set.
+    `vindex`: the running preemptible jobs on each node."""
     def over(q: str) -> float:
         return alloc[q] / fair[q] if fair[q] > EPS else math.inf
 
-    running = [v for v in jobs if v.running and v.preemptible and v.project != j.project
-               and v.project in projects and alloc[v.project] > fair[v.project] + EPS]
-    if not running:
-        return None
-    running.sort(key=lambda v: (-over(v.project), -v.seq))
+    def victim(v: Job) -> bool:
+        return v.project != j.project and alloc[v.project] > fair[v.project] + EPS
+
     best: tuple[float, list[Job]] | None = None
     if j.processes == 1:
-        by_node: dict[str, list[Job]] = {}
-        for v in running:
-            for n in {n for n, _ in v.placement}:
-                if allowed is None or n in allowed:
-                    by_node.setdefault(n, []).append(v)
-        for node in sorted(by_node, key=lambda n: cluster.order[n]):
-            used = list(cluster.used[node])
-            left = dict(alloc)
-            chosen: list[Job] = []
-
-            def take(v: Job, sign: float, used=used, node=node) -> None:
-                for n, gpus in v.placement:
-                    if n == node:
-                        for g in gpus:
-                            used[g] += sign * (v.gpus if v.gpus < 1 else 1.0)
-
-            for v in by_node[node]:
-                if _node_fits(j.gpus, used):
+        need = 1 if j.gpus < 1 else math.floor(j.gpus + 0.5)
+        buckets: dict[int, list[str]] = {}
+        for n in cluster.names if allowed is None else allowed:
+            if vindex.get(n):
+                buckets.setdefault(cluster.free[cluster.order[n]], []).append(n)
+        for k in sorted(buckets, reverse=True):
+            if best is not None and best[0] <= need - k + EPS:
+                break  # no node further on can cost less
+            for node in buckets[k]:
+                if best is not None and best[0] <= need - k + EPS:
                     break
-                if left[v.project] <= fair[v.project] + EPS:
-                    continue  # that project is at or below its share now
-                take(v, -1)
-                left[v.project] -= v.total
-                chosen.append(v)
-            if not _node_fits(j.gpus, used):
-                continue
-            for v in list(reversed(chosen)):  # drop victims that turn out not to be needed
-                take(v, +1)
-                if _node_fits(j.gpus, used):
-                    chosen.remove(v)
-                else:
+                cands = sorted((v for v in vindex[node].values() if victim(v)),
+                               key=lambda v: (-over(v.project), -v.seq))
+                if not cands:
+                    continue
+                used = list(cluster.used[node])
+                left = dict(alloc)
+                chosen: list[Job] = []
+
+                def take(v: Job, sign: float, used=used, node=node) -> None:
+                    for n, gpus in v.placement:
+                        if n == node:
+                            for g in gpus:
+                                used[g] += sign * (v.gpus if v.gpus < 1 else 1.0)
+
+                for v in cands:
+                    if _node_fits(j.gpus, used):
+                        break
+                    if left[v.project] <= fair[v.project] + EPS:
+                        continue  # that project is at or below its share now
                     take(v, -1)
-            cost = sum(v.total for v in chosen)
-            if best is None or cost < best[0] - EPS:
-                best = (cost, chosen)
+                    left[v.project] -= v.total
+                    chosen.append(v)
+                if not _node_fits(j.gpus, used):
+                    continue
+                for v in list(reversed(chosen)):  # drop victims that turn out not needed
+                    take(v, +1)
+                    if _node_fits(j.gpus, used):
+                        chosen.remove(v)
+                    else:
+                        take(v, -1)
+                cost = sum(v.total for v in chosen)
+                if best is None or cost < best[0] - EPS:
+                    best = (cost, chosen)
         return best[1] if best else None
+    running = sorted({v.name: v for d in vindex.values() for v in d.values()
+                      if victim(v)}.values(), key=lambda v: (-over(v.project), -v.seq))
     trial = cluster.copy()  # a multi-process job: victims anywhere
     left = dict(alloc)
     chosen = []
