@@ -21,7 +21,14 @@ from veil.sched._agent import Agent
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+    yield tmp_path / "home"
+    # a failed test must not leave its jobs running: kill what runs from this test's folders
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(tmp_path).encode() in (p / "cmdline").read_bytes():
+                os.kill(int(p.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def veil(capsys, *args) -> tuple[int, str, str]:
@@ -262,3 +269,40 @@ def test_kai_scheduler_objects_for_the_projects_and_jobs(home, tmp_path, capsys)
     assert whole["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     for pod in [frac, whole, *ranks]:
         kv.validate(pod, "1.30.0", strict=True)
+
+
+def test_affinity_limit_fraction_hook_and_sigkill_after_grace(home, tmp_path, capsys):
+    for n in ("small", "big"):
+        assert veil(capsys, "node", "add", n, "--gpus", "2")[0] == 0
+    assert veil(capsys, "project", "create", "pinned", "--gpus", "1", "--node", "big",
+                "--limit", "2")[0] == 0
+    code, _, err = veil(capsys, "project", "create", "x", "--gpus", "1", "--node", "nowhere")
+    assert code == 1 and "no node 'nowhere'" in err
+    for i in range(3):
+        assert veil(capsys, "submit", f"p{i}", "-p", "pinned", "-g", "1", "--", "sleep",
+                    "1000")[0] == 0
+    jobs = {j.name: j for j in sched.list_jobs()}
+    assert all(j.nodes == "big" for j in jobs.values() if j.state == "running")
+    assert sum(j.state == "running" for j in jobs.values()) == 2  # the limit, not the cluster
+    assert "over its limit of 2" in sched.why("p2")
+    assert veil(capsys, "delete", "p0", "p1", "p2")[0] == 0
+    # a fraction: torch gets its per-process memory fraction when the job imports it
+    assert veil(capsys, "project", "create", "frac", "--gpus", "1")[0] == 0
+    probe = tmp_path / "probe.txt"
+    code = (f"import os, torch, pathlib; pathlib.Path({str(probe)!r}).write_text("
+            "os.environ.get('VEIL_GPU_FRACTION_APPLIED', 'no'))")
+    assert veil(capsys, "submit", "f", "-p", "frac", "-g", "0.5", "--", sys.executable, "-c",
+                code)[0] == 0
+    # a job that ignores SIGTERM is killed once the grace period is over
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        "open(__file__ + '.up', 'w').close()\ntime.sleep(1000)\n")
+    assert veil(capsys, "submit", "s", "-p", "frac", "-g", "0.5", "--", sys.executable,
+                str(stubborn))[0] == 0
+    agent = Agent(grace=0.5)
+    assert wait_for(lambda: probe.exists() and Path(str(stubborn) + ".up").exists(), agent)
+    assert probe.read_text() == "1"
+    assert veil(capsys, "delete", "s")[0] == 0
+    t0 = time.monotonic()
+    assert wait_for(lambda: sched.get_job("s").pid is None, agent)
+    assert time.monotonic() - t0 < 10
