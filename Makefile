@@ -23,6 +23,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/privacy_speed.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/lane_training.py
+	$(BIN)/python benchmarks/scheduler.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
