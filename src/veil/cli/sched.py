@@ -231,6 +231,12 @@ def report(
     if as_json:
         return print_json([{"t": t, "project": p, "gpus": g} for t, p, g in hist])
     if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from veil.errors import VeilError
+
+            raise VeilError("--plot needs matplotlib: pip install 'veil[torch]'") from None
         from veil.sched._report import plot_history
 
         plot_history(hist, plot)
@@ -251,7 +257,10 @@ def scheduler_run(
     once: bool = typer.Option(False, "--once", help="One reconciliation, then exit."),
 ) -> None:
     """The agent: starts allocated jobs as processes, preempts and restarts them."""
+    from veil.errors import InvalidArgument
     from veil.sched._agent import Agent
 
+    if not (interval >= 0.05 and grace >= 0):
+        raise InvalidArgument("--interval must be >= 0.05 s and --grace >= 0 s")
     Agent(grace=grace).run(interval=interval, once=once,
                            log=lambda m: err_console.print(m, markup=False))

@@ -48,18 +48,36 @@ def _exit_path(name: str, rank: int, home: Path | None) -> Path:
     return jobs_dir(home) / f"{name}.{rank}.exit"
 
 
-def _start_time(pid: int) -> int | None:
+def _stat(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = raw[raw.rfind(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
+    return None if fields[0] in ("Z", "X") else fields
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def _alive(pid: int, start: int | None) -> bool:
-    now = _start_time(pid)
-    return now is not None and (start is None or now == start)
+    """The same process as when it was started (an unknown start time counts as gone)."""
+    return start is not None and _start_time(pid) == start
+
+
+def _group_members(group: int) -> list[int]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(p.name))
+        if fields and int(fields[2]) == group:
+            out.append(int(p.name))
+    return out
+
+
+def _pid_file(name: str, rank: int, home: Path | None) -> Path:
+    return jobs_dir(home) / f"{name}.{rank}.pid"
 
 
 def _free_port() -> int:
@@ -98,6 +116,9 @@ class Agent:
                 for rank in range(len(pids)):
                     f = _exit_path(r["name"], rank, self.home)
                     codes.append(int(f.read_text()) if f.is_file() else None)
+                for rank in range(len(pids)):
+                    _pid_file(r["name"], rank, self.home).unlink(missing_ok=True)
+                db.execute("UPDATE jobs SET held=NULL WHERE name=?", (r["name"],))
                 if r["state"] == "running":
                     if all(c is not None for c in codes):
                         code = next((c for c in codes if c != 0), 0)
@@ -117,10 +138,15 @@ class Agent:
                     db.execute("UPDATE jobs SET pids=NULL WHERE name=?", (r["name"],))
                 self.stopping.pop(r["name"], None)
             run_cycle(db, now)
-            to_start = db.execute("SELECT * FROM jobs WHERE state='running' AND pids IS NULL "
-                                  "ORDER BY seq").fetchall()
             to_stop = db.execute("SELECT * FROM jobs WHERE state!='running' AND pids IS NOT "
                                  "NULL").fetchall()
+            # GPUs still held by processes being stopped: nothing else starts on them yet
+            busy = {(n, g) for r in to_stop if r["held"]
+                    for n, gpus in json.loads(r["held"]) for g in gpus}
+            to_start = [r for r in db.execute("SELECT * FROM jobs WHERE state='running' AND "
+                                              "pids IS NULL ORDER BY seq").fetchall()
+                        if not any((n, g) in busy for n, gpus in json.loads(r["placement"])
+                                   for g in gpus)]
         for r in to_stop:
             self._stop(r, done, log)
         for r in to_start:
@@ -160,13 +186,23 @@ class Agent:
             out.write(f"--- veil: starting {name} on {placement}\n".encode())
             out.flush()
             for rank, (node, gpus) in enumerate(placement):
+                pf = _pid_file(name, rank, self.home)
+                if pf.is_file():  # started by an agent that died before recording it
+                    try:
+                        pid, start, group = (int(x) for x in pf.read_text().split())
+                    except ValueError:
+                        pid = start = group = 0
+                    if _alive(pid, start):
+                        pids.append([pid, start, group])
+                        continue
                 _exit_path(name, rank, self.home).unlink(missing_ok=True)
                 env = dict(base, CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)), VEIL_NODE=node)
                 if world > 1:
                     env.update(RANK=str(rank), LOCAL_RANK="0")
                 launched = subprocess.run(
                     [sys.executable, "-m", "veil.sched._runner", "--detach",
-                     str(_exit_path(name, rank, self.home)), "--", *command],
+                     "--pid-file", str(pf), str(_exit_path(name, rank, self.home)), "--",
+                     *command],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out, env=env,
                     start_new_session=True, check=True, timeout=60)
                 runner = int(launched.stdout.decode().split()[-1])
@@ -186,7 +222,9 @@ class Agent:
 
     def _stop(self, r, done, log) -> None:
         name = r["name"]
-        groups = [p[2] for p in json.loads(r["pids"]) if _alive(p[0], p[1])]
+        # the runner's group, and its members even if the runner itself is gone
+        groups = [p[2] for p in json.loads(r["pids"])
+                  if _alive(p[0], p[1]) or _group_members(p[2])]
         first = self.stopping.setdefault(name, time.time())
         self._kill(groups, signal.SIGTERM if time.time() - first < self.grace
                    else signal.SIGKILL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from veil._config import veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from veil.sched._policy import EPS, Cycle, Job, Node, Project, schedule
 
+MAX_NODE_GPUS = 1024
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -29,7 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   interactive INTEGER NOT NULL, port INTEGER, command TEXT NOT NULL, seq INTEGER NOT NULL,
   state TEXT NOT NULL, placement TEXT, reason TEXT NOT NULL DEFAULT '', submitted REAL NOT NULL,
   started REAL, ended REAL, preemptions INTEGER NOT NULL DEFAULT 0, pids TEXT,
-  exit_code INTEGER, stop_requested REAL);
+  exit_code INTEGER, stop_requested REAL, held TEXT);
 CREATE TABLE IF NOT EXISTS events (
   t REAL NOT NULL, kind TEXT NOT NULL, job TEXT, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS allocation (
@@ -83,8 +85,11 @@ def _nodes(db) -> list[Node]:
 
 
 def _jobs(db) -> list[Job]:
+    """The jobs the policy decides on. A pending job whose old processes are still being
+    stopped is left out until they are gone, so it is never placed twice."""
     out = []
-    for r in db.execute("SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq"):
+    for r in db.execute("SELECT * FROM jobs WHERE state='running' OR (state='pending' AND "
+                        "pids IS NULL) ORDER BY seq"):
         placement = [(n, list(g)) for n, g in json.loads(r["placement"])] \
             if r["placement"] else None
         out.append(Job(r["name"], r["project"], r["gpus"], r["processes"],
@@ -99,15 +104,18 @@ def run_cycle(db, now: float | None = None) -> Cycle:
     before = {j.name: j.running for j in jobs}
     cycle = schedule(projects, jobs, nodes)
     preempted = {p.job: p.why for p in cycle.preempted}
+    old = {j.name: j.placement for j in _jobs(db)}
     for j in jobs:
         placement = json.dumps(j.placement) if j.placement else None
+        if j.running and before[j.name] and j.placement != old.get(j.name):
+            raise AssertionError(f"the policy moved running job {j.name} in place")
         if j.running and not before[j.name]:
             db.execute("UPDATE jobs SET state='running', placement=?, reason=?, started=? "
                        "WHERE name=?", (placement, j.reason, now, j.name))
             db.execute("INSERT INTO events VALUES (?, 'start', ?, ?)", (now, j.name, j.reason))
         elif not j.running and before[j.name]:
-            db.execute("UPDATE jobs SET state='pending', placement=NULL, reason=?, "
-                       "preemptions=preemptions+?, stop_requested=? WHERE name=?",
+            db.execute("UPDATE jobs SET state='pending', held=placement, placement=NULL, "
+                       "reason=?, preemptions=preemptions+?, stop_requested=? WHERE name=?",
                        (j.reason, int(j.name in preempted), now, j.name))
             db.execute("INSERT INTO events VALUES (?, 'preempt', ?, ?)",
                        (now, j.name, preempted.get(j.name, j.reason)))
@@ -146,12 +154,13 @@ def create_project(name: str, quota: float, *, weight: float | None = None,
     _check_name(name, "project name")
     for v, what in ((quota, "--gpus (quota)"), (weight, "--over-quota-weight"),
                     (limit, "--limit")):
-        if v is not None and (not isinstance(v, (int, float)) or v < 0 or v != v):
-            raise InvalidArgument(f"{what} must be a number >= 0, not {v!r}")
+        if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise InvalidArgument(f"{what} must be a finite number >= 0, not {v!r}")
     if limit is not None and limit < quota:
         raise InvalidArgument(f"--limit {limit:g} is below the quota {quota:g}")
-    if interactive_time_limit is not None and interactive_time_limit <= 0:
-        raise InvalidArgument("--interactive-time-limit must be > 0 seconds")
+    if interactive_time_limit is not None and not (
+            math.isfinite(interactive_time_limit) and interactive_time_limit > 0):
+        raise InvalidArgument("--interactive-time-limit must be a finite number of seconds > 0")
     with transaction(home) as db:
         if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
             raise AlreadyExists(f"project {name!r} already exists")
@@ -184,22 +193,31 @@ def delete_project(name: str, *, home: Path | None = None) -> None:
 
 
 def list_projects(*, home: Path | None = None) -> list[ProjectRow]:
+    """Projects with what they hold and their fair share now (read only: no cycle is run)."""
+    from veil.sched._policy import fair_shares
+
     with transaction(home) as db:
-        cycle = run_cycle(db)
         projects = _projects(db)
+        jobs = _jobs(db)
+        capacity = float(sum(n.gpus for n in _nodes(db)))
+        demand = {p: sum(j.total for j in jobs if j.project == p) for p in projects}
+        allocated = {p: sum(j.total for j in jobs if j.project == p and j.running)
+                     for p in projects}
+        fair = fair_shares(projects, demand, capacity)
         counts = {(r["project"], r["state"]): r["n"] for r in db.execute(
             "SELECT project, state, count(*) AS n FROM jobs GROUP BY project, state")}
     return [ProjectRow(p.name, p.quota, p.over_quota_weight, p.limit, p.nodes,
-                       p.interactive_time_limit, round(cycle.allocated[p.name], 6),
-                       round(cycle.fair[p.name], 6), counts.get((p.name, "running"), 0),
+                       p.interactive_time_limit, round(allocated[p.name], 6),
+                       round(fair[p.name], 6), counts.get((p.name, "running"), 0),
                        counts.get((p.name, "pending"), 0)) for p in projects.values()]
 
 
 def add_node(name: str, gpus: int, labels: dict[str, str] | None = None, *,
              home: Path | None = None) -> None:
     _check_name(name, "node name")
-    if not isinstance(gpus, int) or gpus < 0:
-        raise InvalidArgument(f"--gpus must be a whole number >= 0, not {gpus!r}")
+    if not isinstance(gpus, int) or not 0 <= gpus <= MAX_NODE_GPUS:
+        raise InvalidArgument(f"--gpus must be a whole number from 0 to {MAX_NODE_GPUS}, not "
+                              f"{gpus!r}")
     with transaction(home) as db:
         if db.execute("SELECT 1 FROM nodes WHERE name=?", (name,)).fetchone():
             raise AlreadyExists(f"node {name!r} already exists")
@@ -275,8 +293,8 @@ def _row(r) -> JobRow:
 
 
 def check_gpus(gpus: float) -> float:
-    if not isinstance(gpus, (int, float)) or gpus != gpus or gpus <= 0:
-        raise InvalidArgument(f"-g/--gpus must be > 0, not {gpus!r}")
+    if not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus <= 0:
+        raise InvalidArgument(f"-g/--gpus must be a finite number > 0, not {gpus!r}")
     if gpus > 1 and abs(gpus - round(gpus)) > EPS:
         raise InvalidArgument(f"-g {gpus:g}: a fraction must be in (0, 1]; above one GPU, ask "
                               "for whole GPUs")
@@ -313,6 +331,18 @@ def submit(name: str, project: str, gpus: float, command: list[str], *,
                     f"interactive jobs are not preemptible, so they must fit {project}'s quota "
                     f"of {quota:g} GPUs: its interactive jobs hold {held:g}, this one asks "
                     f"{gpus * processes:g}")
+        nodes = _nodes(db)
+        if nodes:  # a job no node could ever hold would wait forever
+            biggest = max(n.gpus for n in nodes)
+            allowed = projects[project].nodes
+            room = [n for n in nodes if allowed is None or n.name in allowed]
+            if gpus > max((n.gpus for n in room), default=0) or \
+                    gpus * processes > sum(n.gpus for n in room):
+                raise InvalidArgument(
+                    f"{gpus:g} GPU(s) x {processes} can never be placed: the largest node "
+                    f"{project} may use has {max((n.gpus for n in room), default=0)} GPUs, "
+                    f"all of them {sum(n.gpus for n in room)} (largest in the cluster: "
+                    f"{biggest})")
         seq = db.execute("SELECT coalesce(max(seq), -1) + 1 FROM jobs").fetchone()[0]
         db.execute("INSERT INTO jobs (name, project, gpus, processes, interactive, port, "
                    "command, seq, state, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
@@ -336,8 +366,9 @@ def delete_jobs(names: list[str], *, home: Path | None = None) -> list[JobRow]:
             rows.append(_row(r))
         now = time.time()
         for r in rows:
-            db.execute("UPDATE jobs SET state='deleted', placement=NULL, ended=?, "
-                       "stop_requested=?, reason='deleted' WHERE name=?", (now, now, r.name))
+            db.execute("UPDATE jobs SET state='deleted', held=placement, placement=NULL, "
+                       "ended=?, stop_requested=?, reason='deleted' WHERE name=?",
+                       (now, now, r.name))
             db.execute("INSERT INTO events VALUES (?, 'delete', ?, '')", (now, r.name))
         run_cycle(db)
     return rows

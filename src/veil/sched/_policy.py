@@ -258,7 +258,11 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
             j.reason = f"project {j.project!r} does not exist"
     todo = [j for j in pending if j.project in projects]
 
+    touched: set[str] = set()  # placed, preempted or moved in this cycle: left alone after
+    consolidation_failed: set[tuple[float, tuple | None]] = set()
+
     def place(j: Job, spot) -> None:
+        touched.add(j.name)
         j.placement = spot
         cluster.add(j)
         if j.preemptible:
@@ -272,6 +276,8 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         cycle.started.append(j.name)
 
     def unplace(v: Job) -> None:
+        touched.add(v.name)
+        consolidation_failed.clear()  # GPUs were freed: gathering may work now
         for n, _ in v.placement:
             vindex.get(n, {}).pop(v.name, None)
         cluster.remove(v)
@@ -281,9 +287,11 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
     # --- entitled jobs, reclaiming where needed. Each project's pending jobs in submission
     # order; projects in a heap keyed (allocated / fair share, oldest pending job), a key gone
     # stale because the project got GPUs pushed back with its new value.
-    queues: dict[str, list[tuple[int, Job]]] = {}
+    queues: dict[str, list[tuple[int, str, Job]]] = {}
     for j in todo:
-        queues.setdefault(j.project, []).append((j.seq, j))
+        queues.setdefault(j.project, []).append((j.seq, j.name, j))
+    for q in queues.values():
+        heapq.heapify(q)
     heads = [(ratio(q), jobs_[0][0], q) for q, jobs_ in queues.items()]
     heapq.heapify(heads)
     vindex: dict[str, dict[str, Job]] = {}  # node -> running preemptible jobs on it
@@ -305,7 +313,7 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         if ratio(q) > key + EPS:
             requeue(q)
             continue
-        _, j = heapq.heappop(queues[q])
+        _, _, j = heapq.heappop(queues[q])
         requeue(q)
         p = projects[j.project]
         limit = p.limit if p.limit is not None else math.inf
@@ -329,18 +337,21 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         victims = _reclaim(j, fair, alloc, cluster, allowed(p), vindex) \
             if reclaimable and any(alloc[q] > fair[q] + EPS for q in projects) else None
         if victims is None:
-            moves = _consolidate(j, jobs, cluster, allowed(p))
+            key = (j.gpus, tuple(allowed(p)) if p.nodes is not None else None)
+            moves = None
+            if key not in consolidation_failed:
+                moves = _consolidate(j, jobs, cluster, allowed(p), projects, touched)
+                if moves is None:
+                    consolidation_failed.add(key)
             if moves is None:
                 j.reason = (f"no node has room for {_fmt(j.gpus)} GPU(s) x {j.processes}, and "
                             "no project above its fair share can give enough back on one node")
                 continue
-            for v in moves:  # they restart at once on other nodes' free GPUs
+            for v in moves:  # stopped now; placed again from the next cycle on
                 unplace(v)
-                v.reason = (f"moved (restarted elsewhere) to gather free GPUs on one node for "
-                            f"{j.name} ({j.project})")
+                v.reason = (f"moved: stopped to gather free GPUs on one node for {j.name} "
+                            f"({j.project}); it restarts where GPUs are free")
                 cycle.preempted.append(Preemption(v.name, j.name, v.reason))
-                heapq.heappush(queues.setdefault(v.project, []), (v.seq, v))
-                requeue(v.project)
             spot = cluster.fit(j, allowed(p))
             assert spot is not None
             place(j, spot)
@@ -352,15 +363,14 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
             v.reason = (f"preempted to reclaim GPUs for {j.name} ({j.project}, entitled to "
                         f"{_fmt(fair[j.project])}): {over}")
             cycle.preempted.append(Preemption(v.name, j.name, v.reason))
-            heapq.heappush(queues.setdefault(v.project, []), (v.seq, v))  # may fit elsewhere
-            requeue(v.project)
         spot = cluster.fit(j, allowed(p))
         assert spot is not None
         place(j, spot)
 
     # --- over-quota borrowing: idle GPUs to pending training jobs beyond their fair share
     for j in sorted((j for j in jobs if not j.running and j.project in projects
-                     and j.preemptible), key=lambda j: (ratio(j.project), j.seq)):
+                     and j.preemptible and j.name not in touched),
+                    key=lambda j: (ratio(j.project), j.seq, j.name)):
         p = projects[j.project]
         limit = p.limit if p.limit is not None else math.inf
         if alloc[j.project] + j.total > limit + EPS:
@@ -373,6 +383,7 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
 
 
 def _consolidate(j: Job, jobs: list[Job], cluster: Cluster, allowed: list[str] | None,
+                 projects: dict[str, Project], touched: set[str],
                  max_nodes: int = 16) -> list[Job] | None:
     """Defragmenting (KAI's consolidation): preemptible single-process jobs to move off one node
     onto free GPUs of others so that `j` fits there; the fewest GPUs moved. None when the free
@@ -386,16 +397,18 @@ def _consolidate(j: Job, jobs: list[Job], cluster: Cluster, allowed: list[str] |
     names.sort(key=lambda n: (-cluster.free[cluster.order[n]], cluster.order[n]))
     movable: dict[str, list[Job]] = {}
     for v in jobs:
-        if v.running and v.preemptible and v.processes == 1 and v.gpus >= 1:
+        if v.running and v.preemptible and v.processes == 1 and v.gpus >= 1 \
+                and v.name not in touched and v.project in projects:
             movable.setdefault(v.placement[0][0], []).append(v)
     best: tuple[float, list[Job]] | None = None
     for node in names[:max_nodes]:
         trial = cluster.copy()
-        others = [n for n in cluster.names if n != node]
         chosen: list[Job] = []
-        for v in sorted(movable.get(node, []), key=lambda v: (v.gpus, -v.seq)):
+        for v in sorted(movable.get(node, []), key=lambda v: (v.gpus, -v.seq, v.name)):
             if len(trial.free_whole(node)) >= need:
                 break
+            pin = projects[v.project].nodes  # the moved job's own affinity
+            others = [n for n in cluster.names if n != node and (pin is None or n in pin)]
             trial.remove(v)
             spot = trial.fit_one(v.gpus, others)
             if spot is None:
@@ -429,7 +442,8 @@ def _reclaim(j: Job, fair: dict[str, float], alloc: dict[str, float], cluster: C
 
     best: tuple[float, list[Job]] | None = None
     if j.processes == 1:
-        need = 1 if j.gpus < 1 else math.floor(j.gpus + 0.5)
+        # the least a node with k free GPUs can cost (a fraction may need no whole GPU freed)
+        need = 0 if j.gpus < 1 else math.floor(j.gpus + 0.5)
         buckets: dict[int, list[str]] = {}
         for n in cluster.names if allowed is None else allowed:
             if vindex.get(n):
@@ -441,7 +455,7 @@ def _reclaim(j: Job, fair: dict[str, float], alloc: dict[str, float], cluster: C
                 if best is not None and best[0] <= need - k + EPS:
                     break
                 cands = sorted((v for v in vindex[node].values() if victim(v)),
-                               key=lambda v: (-over(v.project), -v.seq))
+                               key=lambda v: (-over(v.project), -v.seq, v.name))
                 if not cands:
                     continue
                 used = list(cluster.used[node])
@@ -474,9 +488,10 @@ def _reclaim(j: Job, fair: dict[str, float], alloc: dict[str, float], cluster: C
                 if best is None or cost < best[0] - EPS:
                     best = (cost, chosen)
         return best[1] if best else None
-    running = sorted({v.name: v for d in vindex.values() for v in d.values()
-                      if victim(v)}.values(), key=lambda v: (-over(v.project), -v.seq))
-    trial = cluster.copy()  # a multi-process job: victims anywhere
+    running = sorted({v.name: v for n, d in vindex.items() if allowed is None or n in allowed
+                      for v in d.values() if victim(v)}.values(),
+                     key=lambda v: (-over(v.project), -v.seq, v.name))
+    trial = cluster.copy()  # a multi-process job: victims on any allowed node
     left = dict(alloc)
     chosen = []
     for v in running:
@@ -487,4 +502,12 @@ def _reclaim(j: Job, fair: dict[str, float], alloc: dict[str, float], cluster: C
         trial.remove(v)
         left[v.project] -= v.total
         chosen.append(v)
-    return chosen if trial.fit(j, allowed) is not None else None
+    if trial.fit(j, allowed) is None:
+        return None
+    for v in list(reversed(chosen)):  # drop victims that turn out not to be needed
+        trial.add(v)
+        if trial.fit(j, allowed) is not None:
+            chosen.remove(v)
+        else:
+            trial.remove(v)
+    return chosen

@@ -22,7 +22,18 @@ def main() -> None:
             print(child, flush=True)
             os._exit(0)
         os.dup2(2, 1)  # the job's output goes to its log, and the launcher's pipe is let go
+    pid_file = None
+    if sys.argv[1] == "--pid-file":
+        pid_file = sys.argv[2]
+        del sys.argv[1:3]
     exit_file, cmd = sys.argv[1], sys.argv[3:]
+    if pid_file:  # so an agent restarted before recording this process can adopt it
+        with open(f"/proc/{os.getpid()}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+        tmp = f"{pid_file}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()} {start} {os.getpgid(0)}\n")
+        os.replace(tmp, pid_file)
     try:
         proc = subprocess.Popen(cmd)
     except OSError as e:

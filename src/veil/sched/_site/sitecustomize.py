@@ -24,7 +24,9 @@ class _ApplyFraction(importlib.abc.MetaPathFinder):
                 if module.cuda.is_available():
                     for i in range(module.cuda.device_count()):
                         module.cuda.set_per_process_memory_fraction(fraction, i)
-                os.environ["VEIL_GPU_FRACTION_APPLIED"] = "1"
+                    os.environ["VEIL_GPU_FRACTION_HOOK"] = "applied"
+                else:
+                    os.environ["VEIL_GPU_FRACTION_HOOK"] = "no-cuda"
             except Exception as e:  # never break the job's import of torch
                 print(f"veil: GPU fraction not applied: {e}", file=sys.stderr)
 
