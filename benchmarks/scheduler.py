@@ -146,6 +146,8 @@ def simulate(trace: list[dict], policy: str, hours: float, cluster: str = "seed"
     started: set[str] = set()
 
     offered = sorted((e["t"], e["t"] + e["hours"], e["gpus"]) for e in trace)
+    bounds = sorted({t for a, b, _ in offered for t in (a, b)})  # offered load changes here
+    bi = 0
 
     def offered_load(t: float) -> float:
         """GPUs the trace asks for at t if every job ran from its arrival: the same window
@@ -175,7 +177,10 @@ def simulate(trace: list[dict], policy: str, hours: float, cluster: str = "seed"
         running = [j for j in jobs.values() if j.running]
         next_end = min((now + remaining[j.name] for j in running), default=float("inf"))
         next_arrival = events[0][0] if events else float("inf")
-        t = min(next_end, next_arrival, hours)
+        while bi < len(bounds) and bounds[bi] <= now + 1e-12:
+            bi += 1
+        next_bound = bounds[bi] if bi < len(bounds) else float("inf")
+        t = min(next_end, next_arrival, next_bound, hours)
         step(t)
         if t >= hours:
             break
