@@ -104,6 +104,7 @@ class EvaluateRow:
     of_clean: float
     budget_bits: float | None  # mean per-element leakage budget ALPHA allows (Gaussian channel)
     spread: float = 0.0  # standard deviation over noise draws (0 with one draw)
+    values: list[float] = field(default_factory=list)  # one per draw
 
 
 @dataclass
@@ -147,7 +148,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED
         value = statistics.fmean(values)
         rows.append(EvaluateRow(alpha, value, value / clean if clean else math.nan,
                                 obf.budget_bits if alpha else None,
-                                statistics.stdev(values) if draws > 1 else 0.0))
+                                statistics.stdev(values) if draws > 1 else 0.0, values))
     result = EvaluateResult(task.name, task.metric, distribution, clean, rows, draws)
     workdir.mkdir(parents=True, exist_ok=True)
     from veil.privacy import _plots
