@@ -30,3 +30,17 @@ def new_directory(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished directory `tmp` at `path`, replacing what is there: the old one is set
+    aside first and removed only once the new one is in place."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        path.rename(old)
+    tmp.rename(path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -24,6 +24,21 @@ def _torch() -> None:
                         ) from None
 
 
+def _target(path: Path, volume: str | None) -> Path:
+    """Where a generator writes: PATH, or PATH inside VOLUME (created if missing)."""
+    from veil.solutions.face_privacy._batch import resolve_dataset
+
+    if volume is not None:
+        from veil import data
+        from veil.errors import NotFound
+
+        try:
+            data.get_volume(volume)
+        except NotFound:
+            data.create_volume(volume)
+    return resolve_dataset(path, volume)
+
+
 def _tqdm_progress(desc: str, total: int):
     """A tqdm bar on stderr that stays, like the seed's job log (also when not a terminal)."""
     from tqdm import tqdm
@@ -53,17 +68,9 @@ def generate(
 ) -> None:
     """Write a synthetic data set in FDDB's layout (10 folds, ellipse annotations)."""
     _torch()
-    from veil.solutions.face_privacy import _batch, _synth
+    from veil.solutions.face_privacy import _synth
 
-    if volume is not None:
-        from veil import data
-        from veil.errors import NotFound
-
-        try:
-            data.get_volume(volume)
-        except NotFound:
-            data.create_volume(volume)
-    target = _batch.resolve_dataset(path, volume)
+    target = _target(path, volume)
     total = 10 * (images_per_fold + fit_per_fold + attack_per_fold)
     _synth.generate(target, seed, images_per_fold, _tqdm_progress("writing images", total),
                     fit_per_fold=fit_per_fold, attack_per_fold=attack_per_fold)
@@ -302,18 +309,9 @@ def lanes_generate(
 ) -> None:
     """Write a synthetic data set in TuSimple's layout: 1280 x 720 road frames with 2-5 lanes
     (straight, curved, solid, dashed), shadows, vehicles, day/dusk/night/rain."""
-    from veil.solutions.face_privacy._batch import resolve_dataset
     from veil.solutions.lane_detection import generate as gen
 
-    if volume is not None:
-        from veil import data
-        from veil.errors import NotFound
-
-        try:
-            data.get_volume(volume)
-        except NotFound:
-            data.create_volume(volume)
-    target = resolve_dataset(path, volume)
+    target = _target(path, volume)
     total = max(train_clips, 0) + max(test_clips, 0)
     gen(target, seed, train_clips, test_clips, _tqdm_progress("writing frames", total))
     console.print(f"Wrote {total} labelled frames to {target} ({train_clips} train, "

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from veil import __version__
+from veil._newdir import swap_in
 from veil.errors import InvalidArgument, NotFound, VeilError
 from veil.privacy._split import SplitModel
 from veil.privacy._util import bar, check_device, to_device
@@ -370,17 +371,9 @@ class Obfuscator:
             torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                        tmp / "tensors.pt")
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            old = None
-            if path.exists():
-                if not (path / "config.json").exists():
-                    raise InvalidArgument(f"{path} exists and is not a saved obfuscator")
-                old = path.with_name(f".{path.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                path.rename(old)
-            tmp.rename(path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            if path.exists() and not (path / "config.json").exists():
+                raise InvalidArgument(f"{path} exists and is not a saved obfuscator")
+            swap_in(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

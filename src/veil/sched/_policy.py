@@ -347,21 +347,17 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
                 j.reason = (f"no node has room for {_fmt(j.gpus)} GPU(s) x {j.processes}, and "
                             "no project above its fair share can give enough back on one node")
                 continue
-            for v in moves:  # stopped now; placed again from the next cycle on
-                unplace(v)
-                v.reason = (f"moved: stopped to gather free GPUs on one node for {j.name} "
-                            f"({j.project}); it restarts where GPUs are free")
-                cycle.preempted.append(Preemption(v.name, j.name, v.reason))
-            spot = cluster.fit(j, allowed(p))
-            assert spot is not None
-            place(j, spot)
-            continue
-        for v in victims:
-            over = f"{v.project} held {_fmt(alloc[v.project])} GPUs, over its fair share of " \
-                   f"{_fmt(fair[v.project])}"
+            why = {v.name: (f"moved: stopped to gather free GPUs on one node for {j.name} "
+                            f"({j.project}); it restarts where GPUs are free") for v in moves}
+            victims = moves
+        else:
+            why = {v.name: (f"preempted to reclaim GPUs for {j.name} ({j.project}, entitled "
+                            f"to {_fmt(fair[j.project])}): {v.project} held "
+                            f"{_fmt(alloc[v.project])} GPUs, over its fair share of "
+                            f"{_fmt(fair[v.project])}") for v in victims}
+        for v in victims:  # stopped now; placed again from the next cycle on
             unplace(v)
-            v.reason = (f"preempted to reclaim GPUs for {j.name} ({j.project}, entitled to "
-                        f"{_fmt(fair[j.project])}): {over}")
+            v.reason = why[v.name]
             cycle.preempted.append(Preemption(v.name, j.name, v.reason))
         spot = cluster.fit(j, allowed(p))
         assert spot is not None

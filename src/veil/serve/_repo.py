@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from veil._newdir import swap_in
 from veil.errors import AlreadyExists, InvalidArgument, NotFound
 
 CONFIG = "config.pbtxt"
@@ -234,15 +235,7 @@ def write_model(root: Path, name: str, module, example: Any, *, input_names: lis
         (tmp / CONFIG).write_text(config_text(name, inputs, outputs,
                                               max_batch_size=max_batch_size,
                                               dynamic_batching=dynamic_batching))
-        old = None
-        if target.exists():
-            old = root / f".{name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
