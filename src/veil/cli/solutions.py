@@ -24,6 +24,12 @@ def _torch() -> None:
                         ) from None
 
 
+NEW_FOLDER = typer.Argument(..., help="New folder to write the data set into.")
+SEED = typer.Option(0, "--seed", help="Same seed, same files.")
+INTO_VOLUME = typer.Option(None, "--volume", help="Write into this veil volume (created if "
+                           "missing); PATH is then relative to it.")
+
+
 def _target(path: Path, volume: str | None) -> Path:
     """Where a generator writes: PATH, or PATH inside VOLUME (created if missing)."""
     from veil.solutions.face_privacy._batch import resolve_dataset
@@ -55,16 +61,15 @@ def _tqdm_progress(desc: str, total: int):
 
 @faces.command("generate")
 def generate(
-    path: Path = typer.Argument(..., help="New folder to write the data set into."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    path: Path = NEW_FOLDER,
+    seed: int = SEED,
     images_per_fold: int = typer.Option(30, "--images-per-fold", help="Images in each of the "
                                         "10 folds."),
     fit_per_fold: int = typer.Option(10, "--fit-per-fold", help="Images per fold of ROOT/fit "
                                      "(for fitting the obfuscator); 0: none."),
     attack_per_fold: int = typer.Option(0, "--attack-per-fold", help="Images per fold of "
                                         "ROOT/attack (the attacker's own images); 0: none."),
-    volume: str = typer.Option(None, "--volume", help="Write into this veil volume (created if "
-                               "missing); PATH is then relative to it."),
+    volume: str = INTO_VOLUME,
 ) -> None:
     """Write a synthetic data set in FDDB's layout (10 folds, ellipse annotations)."""
     _torch()
@@ -298,14 +303,13 @@ app.add_typer(lanes_app, name="lane-detection")
 
 @lanes_app.command("generate")
 def lanes_generate(
-    path: Path = typer.Argument(..., help="New folder to write the data set into."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    path: Path = NEW_FOLDER,
+    seed: int = SEED,
     train_clips: int = typer.Option(300, "--train-clips", help="Labelled training frames "
                                     "(label_data_veil.json)."),
     test_clips: int = typer.Option(100, "--test-clips", help="Labelled test frames "
                                    "(test_label.json)."),
-    volume: str = typer.Option(None, "--volume", help="Write into this veil volume (created if "
-                               "missing); PATH is then relative to it."),
+    volume: str = INTO_VOLUME,
 ) -> None:
     """Write a synthetic data set in TuSimple's layout: 1280 x 720 road frames with 2-5 lanes
     (straight, curved, solid, dashed), shadows, vehicles, day/dusk/night/rain."""
