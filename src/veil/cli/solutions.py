@@ -24,6 +24,8 @@ def _torch() -> None:
                         ) from None
 
 
+WORKDIR = typer.Option(None, "--workdir", help="Where fitted obfuscators are kept (default "
+                       "./veil-privacy-faces).")
 NEW_FOLDER = typer.Argument(..., help="New folder to write the data set into.")
 SEED = typer.Option(0, "--seed", help="Same seed, same files.")
 INTO_VOLUME = typer.Option(None, "--volume", help="Write into this veil volume (created if "
@@ -101,8 +103,7 @@ def evaluate(
                                   "volume after the run."),
     out: Path = typer.Option(None, "--out", help="Write results here (when not using "
                              "--results)."),
-    workdir: Path = typer.Option(None, "--workdir", help="Where fitted obfuscators are kept "
-                                 "(default ./veil-privacy-faces)."),
+    workdir: Path = WORKDIR,
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, ..."),
     batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the log."),
@@ -206,8 +207,7 @@ def infer(
                                     "(veil privacy fit --task faces)."),
     dataset: Path = typer.Option(None, "--dataset", help="With --noisy and no --obfuscator: fit "
                                  "the noise on DATASET/fit (cached in --workdir)."),
-    workdir: Path = typer.Option(None, "--workdir", help="Where fitted obfuscators are kept "
-                                 "(default ./veil-privacy-faces)."),
+    workdir: Path = WORKDIR,
     protocol: str = typer.Option("http", "--protocol", help="http or grpc."),
     json_tensors: bool = typer.Option(False, "--json-tensors", help="HTTP: send tensors as JSON "
                                       "numbers, as the seed's client does (default: binary)."),
