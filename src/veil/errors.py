@@ -29,3 +29,14 @@ class InUse(VeilError):
 
 class BackendError(VeilError):
     """The storage underneath refused an operation (pool cannot be created, quota, ...)."""
+
+
+def require_extra(module: str, extra: str, what: str = "this") -> None:
+    """Import `module` or fail in one line naming the extra that installs it, e.g.
+    ``require_extra("torch", "torch", "veil train")``."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise VeilError(f"{what} needs {module}: pip install 'veil[{extra}]'") from None

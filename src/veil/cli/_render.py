@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -20,30 +16,15 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from veil.jsonio import dumps
+
 # Piped output is not cut to 80 columns: names in tables stay whole for grep and scripts.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def to_plain(obj: Any) -> Any:
-    """Dataclasses, paths and datetimes as JSON-ready values."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, datetime):
-        return obj.isoformat(timespec="seconds")
-    if isinstance(obj, float) and (math.isinf(obj) or math.isnan(obj)):
-        return None  # JSON has no infinity
-    return obj
-
-
 def print_json(obj: Any) -> None:
-    print(json.dumps(to_plain(obj), indent=2))
+    print(dumps(obj))
 
 
 def when(dt: datetime) -> str:

@@ -9,16 +9,16 @@ JSON summary and the detections in FDDB's output format.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from veil.errors import InvalidArgument
+from veil.jsonio import dumps
 from veil.solutions.face_privacy import _detector, _metrics
 from veil.solutions.face_privacy._fddb import FddbDataset, load_image, read_fddb
 
@@ -139,7 +139,7 @@ def write(ev: Evaluation, dataset: FddbDataset, out: Path) -> Path:
         keep = ev.roc.false_positives <= 2000
         summary["roc"]["curve"] = {"false_positives": ev.roc.false_positives[keep].tolist(),
                                    "true_positive_rate": ev.roc.true_positive_rate[keep].tolist()}
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+    (out / "results.json").write_text(dumps(summary) + "\n")
     det_dir = out / "detections"
     det_dir.mkdir(exist_ok=True)
     by_index = {f.index: f for f in dataset.folds}
@@ -149,10 +149,3 @@ def write(ev: Evaluation, dataset: FddbDataset, out: Path) -> Path:
             "\n".join(detection_lines(names, f.detections)) + "\n")
     return out
 
-
-def _plain(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if hasattr(o, "__dataclass_fields__"):
-        return asdict(o)
-    raise TypeError(type(o))
