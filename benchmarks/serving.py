@@ -61,12 +61,12 @@ def main() -> None:
     from veil import serve
     from veil.privacy import Obfuscator
     from veil.serve import Client, PrivateClient
-    from veil.solutions.face_privacy import _detector, _serving, _synth
+    from veil.solutions.face_privacy import _model, _serving, _synth
 
     rng = np.random.default_rng(0)
     frames = [_synth.render(rng, (640, 480))[0] for _ in range(16)]
-    model = _detector.load_model("cpu")
-    x = torch.stack([_detector.to_input(f) for f in frames[:4]])
+    model = _model.load_model("cpu")
+    x = torch.stack([_model.to_input(f) for f in frames[:4]])
     obf = Obfuscator(0.8, epochs=0).fit(model, [(x, None)], None)
     _serving.export_models("triton-model-repo")
     t0 = time.perf_counter()
@@ -74,10 +74,10 @@ def main() -> None:
     print(f"server ready in {time.perf_counter() - t0:.1f} s: http {info.http}, grpc "
           f"{info.grpc}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs", flush=True)
-    kw = dict(preprocess=_detector.to_input,
-              postprocess=lambda outs, items: _detector.postprocess(
+    kw = dict(preprocess=_model.to_input,
+              postprocess=lambda outs, items: _model.postprocess(
                   outs[0], outs[1], [f.shape[:2] for f in items]),
-              input_shape=(3, _detector.INPUT, _detector.INPUT))
+              input_shape=(3, _model.INPUT, _model.INPUT))
 
     def make(kind: str, protocol: str):
         if kind == "private":

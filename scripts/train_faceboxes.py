@@ -27,17 +27,17 @@ from pathlib import Path
 
 import torch
 
-from veil.solutions.face_privacy import _detector, _faceboxes, _fddb, _metrics, _synth, _train
+from veil.solutions.face_privacy import _faceboxes, _fddb, _metrics, _model, _synth, _train
 
 
 def validate(net, dataset: _fddb.FddbDataset) -> float:
-    model = _detector.split_at(net, "head").eval()
+    model = _model.split_at(net, "head").eval()
     aps = []
     for fold in dataset.folds:
         images = [_fddb.load_image(im) for im in fold.images]
         dets = []
-        for chunk in _detector.batched(images, 8):
-            dets += _detector.detect(model, chunk)
+        for chunk in _model.batched(images, 8):
+            dets += _model.detect(model, chunk)
         aps.append(_metrics.average_precision(dets, [im.ellipses for im in fold.images]))
     return sum(aps) / len(aps)
 
@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--init", type=Path, help="skip stage 1: start from these weights")
-    p.add_argument("--out", type=Path, default=_detector.WEIGHTS)
+    p.add_argument("--out", type=Path, default=_model.WEIGHTS)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

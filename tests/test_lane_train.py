@@ -110,7 +110,7 @@ def test_bad_input_fails_before_training(home, capsys):
     assert main(_train("--volume", "tusimple", "--processes", "0")) == 2
     assert main(_train("--volume", "tusimple", "--init", "/no/such.pt")) == 2
     from veil.errors import NotFound
-    from veil.solutions.lane_detection._run import train_job
+    from veil.solutions.lane_detection._job import train_job
     from veil.solutions.lane_detection._train import TrainConfig
 
     with pytest.raises(NotFound, match="no volume named 'nope'"):
@@ -183,7 +183,7 @@ def test_a_replica_killed_mid_training_keeps_the_last_checkpoint(home):
     import torch
 
     from veil.errors import VeilError
-    from veil.solutions.lane_detection._run import train_job
+    from veil.solutions.lane_detection._job import train_job
     from veil.solutions.lane_detection._train import TrainConfig
 
     root = _volume_with_data(train=8, test=0)

@@ -25,7 +25,7 @@ from veil.errors import AlreadyExists, InvalidArgument, NotFound, VeilError  # n
 from veil.privacy import Obfuscator  # noqa: E402
 from veil.serve import Client, PrivateClient, ServerUnavailable  # noqa: E402
 from veil.serve._server import descendants, pid_alive  # noqa: E402
-from veil.solutions.face_privacy import _detector, _serving, _synth  # noqa: E402
+from veil.solutions.face_privacy import _model, _serving, _synth  # noqa: E402
 
 REPO = "triton-model-repo"
 SERVER = "netapp-inference"
@@ -49,7 +49,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model():
-    return _detector.load_model("cpu")
+    return _model.load_model("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def obfuscator(model, images):
-    x = torch.stack([_detector.to_input(im) for im in images])
+    x = torch.stack([_model.to_input(im) for im in images])
     return Obfuscator(0.8, epochs=0, random_state=0).fit(model, [(x, None)], None)
 
 
@@ -161,7 +161,7 @@ def test_only_the_obfuscated_activation_crosses_the_wire(served, model, images, 
                                                          mode):
     protocol = "grpc" if mode == "grpc" else "http"
     port = served.grpc_port if protocol == "grpc" else served.http_port
-    x = torch.stack([_detector.to_input(im) for im in images])
+    x = torch.stack([_model.to_input(im) for im in images])
     with torch.no_grad():
         clean = model.forward_head(x).numpy()
     secrets = {"image pixels": b"".join(im.tobytes() for im in images),
@@ -173,7 +173,7 @@ def test_only_the_obfuscated_activation_crosses_the_wire(served, model, images, 
     try:
         with PrivateClient(f"127.0.0.1:{proxy.port}", _serving.NOISY, model, rec,
                            protocol=protocol, binary=mode != "http-json",
-                           preprocess=_detector.to_input,
+                           preprocess=_model.to_input,
                            postprocess=lambda o, its: o) as c:
             c.predict(images)
         blob = proxy.captured()
@@ -224,7 +224,7 @@ def test_server_runs_the_tail_exactly(served, model, images, protocol):
         np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-4)
         np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-4)
         served_dets = c.predict(images)
-    local = _detector.detect(model, images)
+    local = _model.detect(model, images)
     for (b1, s1), (b2, s2) in zip(served_dets, local, strict=True):
         k1, k2 = s1 > 0.2, s2 > 0.2  # away from the 0.05 cut, where rounding could decide
         assert k1.sum() == k2.sum() > 0
@@ -245,7 +245,7 @@ def test_private_detections_stay_useful(served, model, images, obfuscator):
         assert c.private and c.model == _serving.NOISY
         dets = c.predict(images)
         assert c.last_timing["obfuscation"] > 0
-    local = _detector.detect(model, images, score_threshold=0.5)
+    local = _model.detect(model, images, score_threshold=0.5)
     assert sum(len(b) for b, _ in dets) >= 0.5 * sum(len(b) for b, _ in local) > 0
 
 
@@ -308,7 +308,7 @@ def test_private_client_refuses_to_send_clean_activations(model, obfuscator):
     clean = Obfuscator(0.0, epochs=0)
     with pytest.raises(InvalidArgument, match="ALPHA 0"):
         PrivateClient("127.0.0.1:1", _serving.NOISY, model, clean)
-    other = _detector.load_model("cpu")
+    other = _model.load_model("cpu")
     with torch.no_grad():
         next(other.tail.parameters()).add_(1)  # a different model: its fingerprint differs
     with pytest.raises(InvalidArgument):

@@ -34,7 +34,7 @@ INTO_VOLUME = typer.Option(None, "--volume", help="Write into this veil volume (
 
 def _target(path: Path, volume: str | None) -> Path:
     """Where a generator writes: PATH, or PATH inside VOLUME (created if missing)."""
-    from veil.solutions.face_privacy._batch import resolve_dataset
+    from veil.solutions.face_privacy._job import resolve_dataset
 
     if volume is not None:
         from veil import data
@@ -122,7 +122,7 @@ def evaluate(
     """Score the face detector on an FDDB-layout data set, clean or obfuscated (TR-4928 scenario
     2), printing per-fold AP and mAP in the seed's format."""
     if emit_k8s is not None:
-        from veil.solutions.face_privacy import _batch
+        from veil.solutions.face_privacy import _job
 
         if noisy and alpha is None:
             raise InvalidArgument("--noisy needs --alpha")
@@ -135,7 +135,7 @@ def evaluate(
                                       f"{alphas!r}") from None
         elif noisy:
             sweep = [alpha]
-        files = _batch.emit_k8s(emit_k8s, sweep, dataset=dataset or "FDDB", data_pvc=data_pvc,
+        files = _job.emit_k8s(emit_k8s, sweep, dataset=dataset or "FDDB", data_pvc=data_pvc,
                                 results_pvc=results_pvc, namespace=namespace, image=image,
                                 gpus=gpus)
         for f in files:
@@ -148,9 +148,9 @@ def evaluate(
     if alpha is not None and not noisy:
         raise InvalidArgument("--alpha applies only with --noisy")
     _torch()
-    from veil.solutions.face_privacy import _batch, _evaluate
+    from veil.solutions.face_privacy import _evaluate, _job
 
-    res = _batch.evaluate(dataset, volume=volume, alpha=alpha if noisy else None,
+    res = _job.evaluate(dataset, volume=volume, alpha=alpha if noisy else None,
                           obfuscator=obfuscator, weights=weights, results=results,
                           snapshot=snapshot, out=out, workdir=workdir, device=device,
                           batch_size=batch_size, progress=_tqdm_progress,
@@ -237,7 +237,7 @@ def infer(
     import numpy as np
     from PIL import Image
 
-    from veil.solutions.face_privacy import _batch, _detector, _serving
+    from veil.solutions.face_privacy import _job, _model, _serving
 
     pics = []
     for p in images:
@@ -246,7 +246,7 @@ def infer(
                 pics.append(np.asarray(im.convert("RGB")))
         except Exception as e:
             raise InvalidArgument(f"{p}: not a readable image ({type(e).__name__})") from None
-    model = _detector.load_model("cpu")
+    model = _model.load_model("cpu")
     obf = None
     if noisy:
         if obfuscator is not None:
@@ -257,7 +257,7 @@ def infer(
                 raise InvalidArgument(f"{obfuscator} was fitted at ALPHA {obf.alpha:g}, not "
                                       f"{alpha:g}")
         else:
-            obf, _ = _batch.obfuscator_for(model, dataset, alpha, None, workdir=workdir,
+            obf, _ = _job.obfuscator_for(model, dataset, alpha, None, workdir=workdir,
                                            device="cpu",
                                            log=lambda m: err_console.print(m, markup=False))
     with _serving.client(server, obfuscator=obf, model=model, protocol=protocol,

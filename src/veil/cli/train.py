@@ -94,8 +94,8 @@ def lane_detection(
     import time
 
     from veil.errors import InvalidArgument
-    from veil.solutions.face_privacy._batch import resolve_dataset
-    from veil.solutions.lane_detection._run import train_job
+    from veil.solutions.face_privacy._job import resolve_dataset
+    from veil.solutions.lane_detection._job import train_job
     from veil.solutions.lane_detection._train import TrainConfig
 
     path = resolve_dataset(data, volume)

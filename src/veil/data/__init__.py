@@ -31,9 +31,9 @@ from veil.data._doctor import (
     pool_grow,
     pool_show,
 )
-from veil.data._drivers._base import Progress
 from veil.data._names import format_size, parse_size, validate_name
 from veil.data._pool import PoolInfo
+from veil.progress import Progress
 
 __all__ = [
     "Check",

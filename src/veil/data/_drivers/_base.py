@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from veil.errors import BackendError
+from veil.progress import Progress
 
 # Set VEIL_FAILPOINT=<name> to make the process stop (sleep) at that point, after writing its pid to
 # $VEIL_FAILPOINT_FILE: the crash tests kill it there with SIGKILL. Read once, at import.
@@ -26,13 +27,6 @@ def failpoint(name: str) -> None:
         Path(os.environ["VEIL_FAILPOINT_FILE"]).write_text(str(os.getpid()))
         while True:
             time.sleep(3600)
-
-
-class Progress(Protocol):
-    """Receives the amount of work of a long operation, then its advance, in bytes."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
 
 
 class Driver(Protocol):

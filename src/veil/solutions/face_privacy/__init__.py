@@ -18,11 +18,11 @@ from veil.solutions.face_privacy._fddb import (
 from veil.solutions.face_privacy._synth import generate, render
 
 _LAZY = {
-    "load_model": "_detector", "detect": "_detector", "to_input": "_detector",
-    "INPUT": "_detector", "evaluate": "_evaluate", "log_lines": "_evaluate",
+    "load_model": "_model", "detect": "_model", "to_input": "_model",
+    "INPUT": "_model", "evaluate": "_evaluate", "log_lines": "_evaluate",
     "Evaluation": "_evaluate", "average_precision": "_metrics", "discrete_roc": "_metrics",
-    "batch_evaluate": "_batch", "emit_k8s": "_batch", "loader": "_task", "images": "_task",
-    "task_loss": "_task", "postprocess": "_detector", "serving_client": "_serving",
+    "batch_evaluate": "_job", "emit_k8s": "_job", "loader": "_task", "images": "_task",
+    "task_loss": "_task", "postprocess": "_model", "serving_client": "_serving",
     "export_models": "_serving",
 }
 

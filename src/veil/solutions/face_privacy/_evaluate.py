@@ -19,7 +19,7 @@ import numpy as np
 
 from veil.errors import InvalidArgument
 from veil.jsonio import dumps
-from veil.solutions.face_privacy import _detector, _metrics
+from veil.solutions.face_privacy import _metrics, _model
 from veil.solutions.face_privacy._fddb import FddbDataset, load_image, read_fddb
 
 Detections = list[tuple[np.ndarray, np.ndarray]]
@@ -66,7 +66,7 @@ class Evaluation:
         }
 
 
-def run(model, data: FddbDataset | str | Path, transform: _detector.Transform | None = None, *,
+def run(model, data: FddbDataset | str | Path, transform: _model.Transform | None = None, *,
         alpha: float | None = None, batch_size: int = 4, strict: bool = False,
         progress: Callable[[str, int], Callable[[int], None]] | None = None) -> Evaluation:
     """Detect and score every readable fold of `data`. `progress(description, total)` returns
@@ -83,8 +83,8 @@ def run(model, data: FddbDataset | str | Path, transform: _detector.Transform | 
     per_fold: list[Detections] = []
     for fold in dataset.folds:
         dets: Detections = []
-        for chunk in _detector.batched(fold.images, batch_size):
-            dets += _detector.detect(model, [load_image(im) for im in chunk], transform)
+        for chunk in _model.batched(fold.images, batch_size):
+            dets += _model.detect(model, [load_image(im) for im in chunk], transform)
             step(len(chunk))
         per_fold.append(dets)
     step = bar("Scoring folds", len(dataset.folds))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from veil.errors import InvalidArgument
-from veil.solutions.face_privacy import _detector
+from veil.solutions.face_privacy import _model
 
 BASE, NOISY = "face_detection_base", "face_detection_noisy"  # the seed's model names
 INPUT_NAME = "INPUT_0"
@@ -43,8 +43,8 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
     if max_batch_size < 1:
         raise InvalidArgument(f"--max-batch-size must be >= 1, not {max_batch_size}")
     # load both models before touching the volume: a bad weights file leaves it as it was
-    tails = {BASE: _detector.load_model("cpu", weights).tail,
-             NOISY: _detector.load_model("cpu", noisy_weights or weights).tail}
+    tails = {BASE: _model.load_model("cpu", weights).tail,
+             NOISY: _model.load_model("cpu", noisy_weights or weights).tail}
     try:
         data.get_volume(volume, home=home)
     except NotFound:
@@ -67,13 +67,13 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
 
 
 def _preprocess(image: np.ndarray) -> torch.Tensor:
-    return _detector.to_input(image)
+    return _model.to_input(image)
 
 
 def _postprocess(score_threshold: float):
     def post(outputs: Sequence[np.ndarray], images: Sequence[np.ndarray]):
         loc, conf = outputs
-        return _detector.postprocess(loc, conf, [im.shape[:2] for im in images],
+        return _model.postprocess(loc, conf, [im.shape[:2] for im in images],
                                      score_threshold=score_threshold)
     return post
 
@@ -88,9 +88,9 @@ def client(server: str, *, obfuscator=None, model=None, weights: Path | None = N
     (boxes (K, 4) in the image's pixels, scores (K,))."""
     from veil.serve import Client, PrivateClient
 
-    split = model if model is not None else _detector.load_model(device, weights)
+    split = model if model is not None else _model.load_model(device, weights)
     kw = dict(protocol=protocol, preprocess=_preprocess, postprocess=_postprocess(score_threshold),
-              input_shape=(3, _detector.INPUT, _detector.INPUT), timeout=timeout, binary=binary,
+              input_shape=(3, _model.INPUT, _model.INPUT), timeout=timeout, binary=binary,
               home=home)
     if obfuscator is not None:
         return PrivateClient(server, model_name or NOISY, split, obfuscator, **kw)

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from veil.errors import InvalidArgument
 from veil.privacy._tasks import PrivacyTask, register_task
-from veil.solutions.face_privacy import _detector, _evaluate, _faceboxes, _synth
+from veil.solutions.face_privacy import _evaluate, _faceboxes, _model, _synth
 from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
 
 ATTACK_SIZE = 128
@@ -76,7 +76,7 @@ class _Loader:
         for i in range(0, len(order), self.batch_size):
             chunk = [self.images[j] for j in order[i:i + self.batch_size]]
             arrays = [load_image(im) for im in chunk]
-            x = torch.stack([_detector.to_input(a) for a in arrays])
+            x = torch.stack([_model.to_input(a) for a in arrays])
             if self.targets == "boxes":
                 yield x, [_boxes(im, a.shape[1], a.shape[0]) for im, a in zip(chunk, arrays,
                                                                                strict=True)]
@@ -96,7 +96,7 @@ def images(data, split: str, batch_size: int = MAX_BATCH) -> Iterable:
 def task_loss(output, targets) -> torch.Tensor:
     loc, conf = output
     return _faceboxes.multibox_loss(loc, conf, targets,
-                                    _detector.priors(_detector.INPUT, loc.device))
+                                    _model.priors(_model.INPUT, loc.device))
 
 
 def score(model, transform, data, split: str = "test", device="cpu") -> float:
@@ -125,7 +125,7 @@ TASK = register_task(PrivacyTask(
     name="faces",
     description="FaceBoxes face detector on FDDB-layout data, 1024x1024 input (TR-4928)",
     metric="mAP",
-    load_model=_detector.load_model,
+    load_model=_model.load_model,
     loader=loader,
     task_loss=task_loss,
     score=score,

@@ -1,7 +1,7 @@
 """TR-4896's lane detection: TuSimple's format (read, and generated in it) and its official
 metric. The data layer needs only numpy and Pillow."""
 
-from veil.solutions.lane_detection._metric import (
+from veil.solutions.lane_detection._metrics import (
     ImageScore,
     Result,
     evaluate,

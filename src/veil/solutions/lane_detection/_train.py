@@ -122,7 +122,7 @@ def worker(cfg: TrainConfig) -> int:
     from torch.utils.data import DistributedSampler
 
     from veil.solutions.lane_detection._data import LaneFrames
-    from veil.solutions.lane_detection._metric import evaluate
+    from veil.solutions.lane_detection._metrics import evaluate
     from veil.solutions.lane_detection._model import build, loss_fn
     from veil.solutions.lane_detection._tusimple import read_labels, write_labels
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.errors import InvalidArgument, NotFound
-from veil.solutions.face_privacy import _detector, _evaluate
+from veil.solutions.face_privacy import _evaluate, _model
 from veil.solutions.face_privacy._fddb import read_fddb
 
 
@@ -94,7 +94,7 @@ def evaluate(dataset: str | Path, *, volume: str | None = None, alpha: float | N
             data.get_volume(results, home=home)
         except NotFound:
             data.create_volume(results, labels={"purpose": "face-privacy results"}, home=home)
-    model = _detector.load_model(device, weights)
+    model = _model.load_model(device, weights)
     transform, obf_path = None, None
     if alpha is not None:
         obf, obf_path = obfuscator_for(model, path, alpha, obfuscator, workdir=workdir,
