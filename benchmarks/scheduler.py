@@ -29,7 +29,7 @@ import statistics
 import time
 from pathlib import Path
 
-from veil.sched._policy import Cluster, Job, Node, Project, schedule
+from veil.sched import Cluster, Job, Node, Project, schedule
 
 QUOTAS = {"team-a": 4, "team-b": 2, "team-c": 2, "team-d": 8}
 CLUSTERS = {  # name: (nodes of 8 GPUs, {team: (quota, arrivals/h while on)})

@@ -15,7 +15,7 @@ import pytest
 
 from veil import sched
 from veil.cli import main
-from veil.sched._agent import Agent
+from veil.sched import Agent
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from veil.sched._policy import Job, Node, Project, fair_shares, schedule
+from veil.sched import Job, Node, Project, fair_shares, schedule
 
 QUOTAS = {"team-a": 4, "team-b": 2, "team-c": 2, "team-d": 8}
 

@@ -23,8 +23,8 @@ from veil import data, serve  # noqa: E402
 from veil.cli import main  # noqa: E402
 from veil.errors import AlreadyExists, InvalidArgument, NotFound, VeilError  # noqa: E402
 from veil.privacy import Obfuscator  # noqa: E402
+from veil.process import descendants, pid_alive  # noqa: E402
 from veil.serve import Client, PrivateClient, ServerUnavailable  # noqa: E402
-from veil.serve._server import descendants, pid_alive  # noqa: E402
 from veil.solutions.face_privacy import _model, _serving, _synth  # noqa: E402
 
 REPO = "triton-model-repo"
@@ -379,7 +379,7 @@ def test_start_refusals_are_one_line(served, capsys):
 
 
 def test_repository_errors_name_file_and_line(served, tmp_path):
-    from veil.serve._repo import read_repository
+    from veil.serve import read_repository
 
     root = data.volume_path(REPO)
     broken = data.create_volume("broken-repo")
@@ -408,7 +408,7 @@ def test_repository_errors_name_file_and_line(served, tmp_path):
 
 
 def test_export_keeps_what_is_there_and_the_repo_can_be_snapshotted(served):
-    from veil.serve._repo import read_repository
+    from veil.serve import read_repository
 
     specs = {s.name: s for s in read_repository(data.volume_path(REPO))}
     assert set(specs) == {_serving.BASE, _serving.NOISY}
@@ -545,7 +545,9 @@ def test_a_client_used_from_another_thread_says_so(served, model):
 def test_records_of_starting_and_dead_servers(served, capsys):
     import os
 
-    from veil.serve._server import ServerInfo, proc_start_time, write_entry
+    from veil.process import proc_start_time
+    from veil.serve import ServerInfo
+    from veil.serve._server import write_entry
 
     home = Path(served.log).parent.parent
     starting = ServerInfo(name="half", state="starting", pid=None, http_port=1, grpc_port=2,

@@ -146,9 +146,7 @@ def list_(
     from veil import sched
 
     if emit_k8s is not None:
-        from veil.sched._k8s import emit
-
-        for f in emit(emit_k8s, namespace=namespace, image=image):
+        for f in sched.emit_k8s(emit_k8s, namespace=namespace, image=image):
             console.print(f"wrote {f}", markup=False)
         return
 
@@ -208,10 +206,9 @@ def logs(name: str = typer.Argument(...),
          lines: int = typer.Option(50, "--tail", "-n", help="Lines from the end.")) -> None:
     """A job's output (written by the agent)."""
     from veil import sched
-    from veil.sched._agent import log_path
 
     sched.get_job(name)
-    path = log_path(name)
+    path = sched.log_path(name)
     if not path.is_file():
         console.print(f"(no output yet: {path})", markup=False)
         return
@@ -231,15 +228,10 @@ def report(
     if as_json:
         return print_json([{"t": t, "project": p, "gpus": g} for t, p, g in hist])
     if plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from veil.errors import VeilError
+        from veil.errors import require_extra
 
-            raise VeilError("--plot needs matplotlib: pip install 'veil[torch]'") from None
-        from veil.sched._report import plot_history
-
-        plot_history(hist, plot)
+        require_extra("matplotlib", "torch", "--plot")
+        sched.plot_history(hist, plot)
         console.print(f"wrote {plot}", markup=False)
     rows = sched.list_projects()
     t = Table("PROJECT", "GPUs ALLOCATED", "QUOTA", "CHANGES", box=None)
@@ -257,10 +249,10 @@ def scheduler_run(
     once: bool = typer.Option(False, "--once", help="One reconciliation, then exit."),
 ) -> None:
     """The agent: starts allocated jobs as processes, preempts and restarts them."""
+    from veil import sched
     from veil.errors import InvalidArgument
-    from veil.sched._agent import Agent
 
     if not (interval >= 0.05 and grace >= 0):
         raise InvalidArgument("--interval must be >= 0.05 s and --grace >= 0 s")
-    Agent(grace=grace).run(interval=interval, once=once,
-                           log=lambda m: err_console.print(m, markup=False))
+    sched.Agent(grace=grace).run(interval=interval, once=once,
+                                 log=lambda m: err_console.print(m, markup=False))

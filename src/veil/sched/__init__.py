@@ -1,7 +1,13 @@
 """Fair GPU sharing (TR-4858): projects with quotas, fractional GPUs, over-quota borrowing and
-fair reclaim, decided by `_policy` and kept in SQLite by `_api`; the agent (`_agent`) runs the
-jobs as processes. Imports nothing heavy."""
+fair reclaim, decided by the pure policy (`schedule`, `fair_shares`) and kept in SQLite; the
+`Agent` runs the jobs as processes. `emit_k8s` writes the projects and jobs as KAI-Scheduler
+objects, `plot_history` draws the allocation over time.
 
+Importing this package is cheap: the Kubernetes export and the plot load on first use."""
+
+from importlib import import_module
+
+from veil.sched._agent import Agent, log_path
 from veil.sched._api import (
     JobRow,
     ProjectRow,
@@ -18,8 +24,25 @@ from veil.sched._api import (
     submit,
     why,
 )
-from veil.sched._policy import Job, Node, Project, fair_shares, schedule
+from veil.sched._policy import Cluster, Cycle, Job, Node, Preemption, Project, fair_shares, schedule
 
-__all__ = ["Job", "JobRow", "Node", "Project", "ProjectRow", "add_node", "create_project",
-           "delete_jobs", "delete_node", "delete_project", "fair_shares", "get_job", "history",
-           "list_jobs", "list_nodes", "list_projects", "schedule", "submit", "why"]
+# name -> (module, attribute), imported on first use
+_LAZY = {"emit_k8s": ("_k8s", "emit"), "plot_history": ("_report", "plot_history")}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    return getattr(import_module(f"{__name__}.{module}"), attr)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["Agent", "Cluster", "Cycle", "Job", "JobRow", "Node", "Preemption", "Project",
+           "ProjectRow", "add_node", "create_project", "delete_jobs", "delete_node",
+           "delete_project", "emit_k8s", "fair_shares", "get_job", "history", "list_jobs",
+           "list_nodes", "list_projects", "log_path", "plot_history", "schedule", "submit",
+           "why"]

@@ -19,18 +19,17 @@ job whose processes vanished without one, so no job is lost.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from veil._config import veil_home
+from veil.process import Proc, adopt, group_members, signal_group, spawn_detached
 from veil.sched._api import run_cycle, transaction
 
 SITE = Path(__file__).parent / "_site"
@@ -46,34 +45,6 @@ def log_path(name: str, home: Path | None = None) -> Path:
 
 def _exit_path(name: str, rank: int, home: Path | None) -> Path:
     return jobs_dir(home) / f"{name}.{rank}.exit"
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else fields
-
-
-def _start_time(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def _alive(pid: int, start: int | None) -> bool:
-    """The same process as when it was started (an unknown start time counts as gone)."""
-    return start is not None and _start_time(pid) == start
-
-
-def _group_members(group: int) -> list[int]:
-    out = []
-    for p in Path("/proc").glob("[0-9]*"):
-        fields = _stat(int(p.name))
-        if fields and int(fields[2]) == group:
-            out.append(int(p.name))
-    return out
 
 
 def _pid_file(name: str, rank: int, home: Path | None) -> Path:
@@ -109,8 +80,8 @@ class Agent:
                                 f"of {lim:g} s", r["name"]))
             # processes that ended
             for r in db.execute("SELECT * FROM jobs WHERE pids IS NOT NULL").fetchall():
-                pids = json.loads(r["pids"])
-                if any(_alive(p[0], p[1]) for p in pids):
+                pids = [Proc(*p) for p in json.loads(r["pids"])]
+                if any(p.alive() for p in pids):
                     continue
                 codes = []
                 for rank in range(len(pids)):
@@ -160,10 +131,11 @@ class Agent:
                                (json.dumps(pids), r["name"]))
                     done["started"].append(r["name"])
                     continue
-            self._kill([p[2] for p in pids], signal.SIGKILL)  # changed meanwhile: undo
+            for p in pids:  # changed meanwhile: undo
+                signal_group(p.group, signal.SIGKILL)
         return done
 
-    def _start(self, r, log) -> list[list[int]]:
+    def _start(self, r, log) -> list[Proc]:
         name = r["name"]
         placement = json.loads(r["placement"])
         jobs_dir(self.home).mkdir(parents=True, exist_ok=True)
@@ -182,52 +154,36 @@ class Agent:
             base.update(WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                         MASTER_PORT=str(_free_port()))
         pids = []
-        with open(log_path(name, self.home), "ab") as out:
+        logfile = log_path(name, self.home)
+        with open(logfile, "ab") as out:
             out.write(f"--- veil: starting {name} on {placement}\n".encode())
-            out.flush()
-            for rank, (node, gpus) in enumerate(placement):
-                pf = _pid_file(name, rank, self.home)
-                if pf.is_file():  # started by an agent that died before recording it
-                    try:
-                        pid, start, group = (int(x) for x in pf.read_text().split())
-                    except ValueError:
-                        pid = start = group = 0
-                    if _alive(pid, start):
-                        pids.append([pid, start, group])
-                        continue
-                _exit_path(name, rank, self.home).unlink(missing_ok=True)
-                env = dict(base, CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)), VEIL_NODE=node)
-                if world > 1:
-                    env.update(RANK=str(rank), LOCAL_RANK="0")
-                launched = subprocess.run(
-                    [sys.executable, "-m", "veil.sched._runner", "--detach",
-                     "--pid-file", str(pf), str(_exit_path(name, rank, self.home)), "--",
-                     *command],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out, env=env,
-                    start_new_session=True, check=True, timeout=60)
-                runner = int(launched.stdout.decode().split()[-1])
-                # the runner keeps the launcher's process group: the whole job is killed by it
-                try:
-                    group = os.getpgid(runner)
-                except ProcessLookupError:  # already over
-                    group = runner
-                pids.append([runner, _start_time(runner), group])
+        for rank, (node, gpus) in enumerate(placement):
+            pf = _pid_file(name, rank, self.home)
+            adopted = adopt(pf)  # started by an agent that died before recording it
+            if adopted is not None:
+                pids.append(adopted)
+                continue
+            _exit_path(name, rank, self.home).unlink(missing_ok=True)
+            env = dict(base, CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)), VEIL_NODE=node)
+            if world > 1:
+                env.update(RANK=str(rank), LOCAL_RANK="0")
+            # the runner keeps the launcher's process group: the whole job is killed by it
+            pids.append(spawn_detached(
+                [sys.executable, "-m", "veil.sched._runner", "--detach", "--pid-file", str(pf),
+                 str(_exit_path(name, rank, self.home)), "--", *command],
+                log=logfile, env=env, what=f"job {name!r} (rank {rank})"))
         log(f"started {name} on {placement}")
         return pids
-
-    def _kill(self, pids: list[int], sig: int) -> None:
-        for p in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p, sig)
 
     def _stop(self, r, done, log) -> None:
         name = r["name"]
         # the runner's group, and its members even if the runner itself is gone
-        groups = [p[2] for p in json.loads(r["pids"])
-                  if _alive(p[0], p[1]) or _group_members(p[2])]
+        procs = [Proc(*p) for p in json.loads(r["pids"])]
+        groups = [p.group for p in procs if p.alive() or group_members(p.group)]
         first = self.stopping.setdefault(name, time.time())
-        self._kill(groups, signal.SIGTERM if time.time() - first < self.grace
-                   else signal.SIGKILL)
+        sig = signal.SIGTERM if time.time() - first < self.grace else signal.SIGKILL
+        for g in groups:
+            signal_group(g, sig)
         if name not in done["stopped"]:
             done["stopped"].append(name)
             log(f"stopping {name} ({r['state']}: {r['reason']})")

@@ -1,7 +1,9 @@
-"""Runs one job process for the agent: `python -m veil.sched._runner [--detach] EXITFILE -- CMD`.
+"""Runs one job process for the agent:
+`python -m veil.sched._runner [--detach] [--pid-file PIDFILE] EXITFILE -- CMD`.
 
-With --detach the launcher forks and exits at once, so the runner is nobody's child: jobs
-outlive the agent and leave no zombie behind it.
+With --detach the launcher forks and exits at once (`veil.process.detach`), so the runner is
+nobody's child: jobs outlive the agent and leave no zombie behind it. With --pid-file it records
+itself there (`veil.process.write_pidfile`) for an agent restarted before it recorded the job.
 
 It starts CMD, forwards SIGTERM and SIGINT to it, and writes CMD's exit status to EXITFILE, so
 the agent learns how a job ended even if the agent itself was restarted meanwhile."""
@@ -13,27 +15,20 @@ import signal
 import subprocess
 import sys
 
+from veil.process import detach, write_pidfile
+
 
 def main() -> None:
     if sys.argv[1] == "--detach":  # the agent's launcher: print the runner's pid and leave
         del sys.argv[1]
-        child = os.fork()
-        if child > 0:
-            print(child, flush=True)
-            os._exit(0)
-        os.dup2(2, 1)  # the job's output goes to its log, and the launcher's pipe is let go
+        detach()  # the job's output goes to its log, and the launcher's pipe is let go
     pid_file = None
     if sys.argv[1] == "--pid-file":
         pid_file = sys.argv[2]
         del sys.argv[1:3]
     exit_file, cmd = sys.argv[1], sys.argv[3:]
     if pid_file:  # so an agent restarted before recording this process can adopt it
-        with open(f"/proc/{os.getpid()}/stat") as f:
-            start = f.read().rsplit(")", 1)[1].split()[19]
-        tmp = f"{pid_file}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()} {start} {os.getpgid(0)}\n")
-        os.replace(tmp, pid_file)
+        write_pidfile(pid_file)
     try:
         proc = subprocess.Popen(cmd)
     except OSError as e:

@@ -22,4 +22,8 @@ def __getattr__(name: str):
     return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = list(_LAZY)

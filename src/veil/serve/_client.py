@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from veil.errors import InvalidArgument, NotFound, VeilError
+from veil.errors import InvalidArgument, NotFound, VeilError, require_extra
 
 PROTOCOLS = ("http", "grpc")
 _WIRE_DTYPES = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT64": "int64",
@@ -98,6 +98,7 @@ class Client:
         self.last_timing: dict[str, float] = {}
         self._thread = threading.get_ident()
         self._connected = False
+        require_extra(f"tritonclient.{protocol}", "serve", "a veil.serve client")
         try:
             if protocol == "http":
                 import tritonclient.http as tc
@@ -108,9 +109,6 @@ class Client:
                 import tritonclient.grpc as tc
                 self._tc = tc
                 self._client = tc.InferenceServerClient(self.url)
-        except ImportError:
-            raise VeilError("veil.serve clients need the serving extra: pip install "
-                            "'veil[serve]'") from None
         except Exception as e:  # a malformed address
             raise InvalidArgument(f"cannot use {self.url!r} as a {protocol} address: "
                                   f"{_message(e)}") from None

@@ -1,8 +1,8 @@
 """The server process behind `veil serve start`: `python -m veil.serve._daemon --name NAME`, with
 its configuration (JSON) on standard input.
 
-It detaches (the launcher prints the server's pid and exits, so the server is nobody's child and
-`start` knows its pid from the first moment), loads the
+It detaches (`veil.process.detach`: the launcher prints the server's pid and exits, so the server
+is nobody's child and `start` knows its pid from the first moment), loads the
 TorchScript models of the repository, binds them into PyTriton's Triton Inference Server on
 loopback, records itself as ready in the veil home and serves until SIGTERM or SIGINT. On either
 it stops taking requests, lets Triton finish the ones in flight, and exits."""
@@ -176,7 +176,8 @@ def _run(cfg: dict, home: Path, info) -> int:
     import threading
     import traceback
 
-    from veil.serve._server import proc_start_time, write_entry
+    from veil.process import proc_start_time
+    from veil.serve._server import write_entry
 
     info.pid, info.claimed_by = os.getpid(), None
     info.proc_start = proc_start_time(info.pid)
@@ -214,18 +215,10 @@ def _run(cfg: dict, home: Path, info) -> int:
 
 
 def main() -> None:
+    from veil.process import detach
+
     cfg = json.loads(sys.stdin.read())  # not on the command line: ps stays readable
-    child = os.fork()
-    if child > 0:  # the launcher tells `start` the server's pid and returns
-        print(child, flush=True)
-        os._exit(0)
-    log = os.open(cfg["info"]["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.close(devnull)
+    detach()  # the launcher tells `start` the server's pid and returns; output goes to the log
     sys.exit(run(cfg))
 
 

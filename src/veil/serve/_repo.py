@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from veil._newdir import swap_in
-from veil.errors import AlreadyExists, InvalidArgument, NotFound
+from veil.errors import AlreadyExists, InvalidArgument, NotFound, require_extra
 
 CONFIG = "config.pbtxt"
 PLATFORM = "pytorch_libtorch"
@@ -66,12 +66,10 @@ class ModelSpec:
 
 
 def _pb():
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise InvalidArgument("reading Triton model configs needs the serving extra: "
-                              "pip install 'veil[serve]'") from None
+    require_extra("tritonclient.grpc", "serve", "reading Triton model configs")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     return text_format, model_config_pb2
 
 

@@ -9,16 +9,16 @@ import errno
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from veil import process
 from veil._config import veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound, VeilError
+from veil.process import pid_alive, proc_start_time
 
 HOST = "127.0.0.1"
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -60,54 +60,6 @@ class ServerInfo:
         d = asdict(self)
         d.update(http=self.http, grpc=self.grpc, metrics=self.metrics)
         return d
-
-
-# ------------------------------------------------------------------ processes
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state is [0], ppid [1], start [19])."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2:].split()
-
-
-def proc_start_time(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def pid_alive(pid: int | None, start: int | None = None) -> bool:
-    """Whether `pid` runs (not a zombie) and, given `start`, is the same process as then."""
-    if not pid:
-        return False
-    if Path("/proc").is_dir():
-        fields = _stat(pid)
-        if fields is None or fields[0] in ("Z", "X"):
-            return False
-        return start is None or int(fields[19]) == start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (children, their children, ...), from /proc."""
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").glob("[0-9]*"):
-        fields = _stat(int(p.name))
-        if fields and fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(int(p.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 # ------------------------------------------------------------------ registry
@@ -291,24 +243,17 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
                                     f"{current.pid}, http {current.http}); stop it first: veil "
                                     f"serve stop {name}")
         write_entry(info, home)
-    pid = start_time = None
+    server = None
     try:
-        with open(info.log, "ab") as log:
-            launcher = subprocess.run(
-                [sys.executable, "-m", "veil.serve._daemon", "--name", name],
-                input=json.dumps({"info": asdict(info), "home": str(home or veil_home())}).encode(),
-                stdout=subprocess.PIPE, stderr=log, env=_daemon_env(),
-                start_new_session=True, timeout=60, check=False)
-        try:
-            pid = int(launcher.stdout.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise VeilError(f"server {name!r} could not be launched (exit "
-                            f"{launcher.returncode}); see {info.log}") from None
-        start_time = proc_start_time(pid)
-        return _wait_ready(name, pid, timeout, home)
+        server = process.spawn_detached(
+            [sys.executable, "-m", "veil.serve._daemon", "--name", name], log=info.log,
+            input=json.dumps({"info": asdict(info), "home": str(home or veil_home())}).encode(),
+            env=_daemon_env(), what=f"server {name!r}")
+        return _wait_ready(name, server.pid, timeout, home)
     except BaseException:
-        if pid is not None and pid_alive(pid, start_time):
-            _terminate(pid, start_time, grace=10.0)
+        pid = server.pid if server is not None else None
+        if server is not None and pid_alive(server.pid, server.start):
+            process.stop(server.pid, server.start, grace=10.0)
         with name_lock(name, home):
             left = _read(entry)
             if left is not None and left.pid in (None, pid) and left.claimed_by in (
@@ -351,52 +296,6 @@ def _wait_ready(name: str, pid: int, timeout: float, home: Path | None) -> Serve
 
 
 # ------------------------------------------------------------------ stop
-def _session_members(pid: int) -> set[tuple[int, int]]:
-    """(pid, start time) of `pid`'s descendants and of every process in its session: the
-    server was started in a session of its own, so this also finds helpers that were
-    reparented after their parent died."""
-    fields = _stat(pid)
-    sid = int(fields[3]) if fields else None
-    out = set()
-    for p in Path("/proc").glob("[0-9]*"):
-        f = _stat(int(p.name))
-        if f and f[0] not in ("Z", "X") and sid is not None and int(f[3]) == sid \
-                and sid != os.getsid(0) and int(p.name) != pid:
-            out.add((int(p.name), int(f[19])))
-    for c in descendants(pid):
-        start = proc_start_time(c)
-        if start is not None:
-            out.add((c, start))
-    return out
-
-
-def _terminate(pid: int, start: int | None, *, grace: float) -> bool:
-    """SIGTERM the server (it drains in-flight requests), SIGKILL it after `grace` seconds, and
-    kill whatever it left behind. True when something had to be killed."""
-    below = _session_members(pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    killed = False
-    deadline = time.monotonic() + grace
-    while pid_alive(pid, start) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        below |= _session_members(pid) if pid_alive(pid, start) else set()
-    if pid_alive(pid, start):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        killed = True
-    # Triton and its backend stubs end with the server; give them a moment, then make sure
-    late = time.monotonic() + 5.0
-    while any(pid_alive(p, s) for p, s in below) and time.monotonic() < late:
-        time.sleep(0.05)
-    for p, s in below:
-        if pid_alive(p, s):  # the same process, not a reused pid
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-            killed = True
-    return killed
-
-
 @dataclass
 class StopResult:
     name: str
@@ -416,7 +315,7 @@ def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopRes
     if info.state == "exited" or info.pid is None:
         remove_entry_if(name, home, info.pid, info.proc_start)
         return StopResult(name, False, False)
-    killed = _terminate(info.pid, info.proc_start, grace=grace)
+    killed = process.stop(info.pid, info.proc_start, grace=grace)
     remove_entry_if(name, home, info.pid, info.proc_start)
     if killed:  # a killed server could not clean up after itself
         import shutil
