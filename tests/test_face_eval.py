@@ -140,7 +140,7 @@ def test_emitted_jobs_match_the_seeds_and_validate(tmp_path):
     kv = pytest.importorskip("kubernetes_validate")
     import yaml
 
-    p = veil("evaluate", "--emit-k8s", str(tmp_path), "--dataset", "netapp-face-detection/FDDB",
+    p = veil("export", "k8s", str(tmp_path), "--dataset", "netapp-face-detection/FDDB",
              "--alphas", "0.8", "--gpus", "2")
     assert "inference-job-raw.yaml" in p.stdout
     raw = yaml.safe_load((tmp_path / "inference-job-raw.yaml").read_text())
@@ -160,7 +160,7 @@ def test_emitted_jobs_match_the_seeds_and_validate(tmp_path):
     assert {"name": "ALPHA", "value": "0.8"} in c["env"]
     assert c["command"][6:9] == ["--alpha", "$(ALPHA)", "--noisy"]
     assert "env" not in raw["spec"]["template"]["spec"]["containers"][0]
-    bad = veil("evaluate", "--emit-k8s", str(tmp_path), "--data-pvc", "Bad_Name", ok=False)
+    bad = veil("export", "k8s", str(tmp_path), "--data-pvc", "Bad_Name", ok=False)
     assert bad.returncode == 2 and "not a valid Kubernetes name" in bad.stderr
 
 

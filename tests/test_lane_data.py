@@ -242,11 +242,11 @@ def test_commands_generate_check_evaluate(tmp_path, capsys):
                                    for lane in lab.lanes]})
              for lab in read_labels(gt)[0]]
     pred = _write(tmp_path / "pred.json", preds)
-    assert main(["solutions", "lane-detection", "evaluate", str(pred), str(gt)]) == 0
+    assert main(["solutions", "lane-detection", "score", str(pred), str(gt)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == ["Accuracy 1.0000", "FP 0.0000", "FN 0.0000", "F1 1.0000"]
     _write(tmp_path / "bad.json", [preds[0], '{"raw_file": "x"}'])
-    assert main(["solutions", "lane-detection", "evaluate", str(tmp_path / "bad.json"),
+    assert main(["solutions", "lane-detection", "score", str(tmp_path / "bad.json"),
                  str(gt)]) == 2
     assert "bad.json:2: missing lanes, run_time" in capsys.readouterr().err
     (root / "label_data_veil.json").write_text(

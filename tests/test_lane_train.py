@@ -123,7 +123,7 @@ def test_emitted_manifests_match_the_seeds_and_validate(tmp_path):
     kv = pytest.importorskip("kubernetes_validate")
     import yaml
 
-    assert main(["train", "lane-detection", "--emit-k8s", str(tmp_path), "--processes", "3",
+    assert main(["solutions", "lane-detection", "export", "k8s", str(tmp_path), "--processes", "3",
                  "--batch-size", "33", "--num-workers", "4", "--no-use-val",
                  "--val-batch-size", "99"]) == 0
     job = yaml.safe_load((tmp_path / "pytorchjob.yaml").read_text())
@@ -165,7 +165,9 @@ def test_a_replica_configured_like_the_seeds_environment(tmp_path):
     env = dict(os.environ, DATA_DIR=str(root), OUT_DIR=str(tmp_path / "runs"), EPOCHS="1",
                BATCH_SIZE="2", USE_WORKERS="false", NUM_WORKERS="0", USE_VAL="true",
                VAL_BATCH_SIZE="1")
-    subprocess.run([sys.executable, "-m", "veil.solutions.lane_detection._train", "--from-env"],
+    subprocess.run([sys.executable, "-m", "veil.train",
+                    "veil.solutions.lane_detection._train:worker", "--from-env",
+                    "veil.solutions.lane_detection._train:TrainConfig"],
                    env=env, check=True, capture_output=True)
     assert (tmp_path / "runs" / "model.pt").is_file()
     m = json.loads((tmp_path / "runs" / "metrics.json").read_text())
@@ -194,7 +196,7 @@ def test_a_replica_killed_mid_training_keeps_the_last_checkpoint(home):
 
     def run() -> None:
         try:
-            train_job(cfg, 2, volume="tusimple", snapshot=True, echo=lambda m: None)
+            train_job(cfg, 2, volume="tusimple", snapshot=True, log=lambda m: None)
         except BaseException as e:
             failure.append(e)
 
@@ -210,7 +212,7 @@ def test_a_replica_killed_mid_training_keeps_the_last_checkpoint(home):
             cmd = (p / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"veil.solutions.lane_detection._train" in cmd and \
+        if b"veil.solutions.lane_detection._train:worker" in cmd and \
                 str(out / "config.json").encode() in cmd and b"torch.distributed.run" not in cmd:
             replicas.append(int(p.name))
     assert len(replicas) == 2

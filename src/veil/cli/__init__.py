@@ -8,7 +8,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import pool, privacy, sched, serve, snapshot, solutions, train, volume
+from veil.cli import pool, privacy, sched, serve, snapshot, solutions, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.cli.lineage import lineage
@@ -25,9 +25,8 @@ app.add_typer(volume.app, name="volume")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(pool.app, name="pool")
 app.add_typer(privacy.app, name="privacy")
-app.add_typer(solutions.app, name="solutions")
+solutions.install(app)  # veil solutions NAME ... and veil train NAME, from the registry
 app.add_typer(serve.app, name="serve")
-app.add_typer(train.app, name="train")
 app.command("doctor")(doctor)
 app.command("lineage")(lineage)
 app.add_typer(sched.project_app, name="project")

@@ -32,6 +32,7 @@ from veil.data._doctor import (
     pool_show,
 )
 from veil.data._names import format_size, parse_size, validate_name
+from veil.data._paths import data_origin, ensure_volume, resolve_path
 from veil.data._pool import PoolInfo
 from veil.progress import Progress
 
@@ -45,9 +46,11 @@ __all__ = [
     "clone_volume",
     "create_snapshot",
     "create_volume",
+    "data_origin",
     "delete_snapshot",
     "delete_volume",
     "doctor",
+    "ensure_volume",
     "format_size",
     "get_snapshot",
     "get_volume",
@@ -58,6 +61,7 @@ __all__ = [
     "pool_detach",
     "pool_grow",
     "pool_show",
+    "resolve_path",
     "restore_snapshot",
     "snapshot_path",
     "validate_name",

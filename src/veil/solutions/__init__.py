@@ -1,1 +1,48 @@
-"""The reference solutions as runnable pipelines, one package each (face_privacy, ...)."""
+"""The reference solutions as runnable pipelines, one package each, plugged in through one
+contract: a `Solution` registered from the module named by a `veil.solutions` entry point.
+
+    >>> from veil import solutions
+    >>> [s.name for s in solutions.list_solutions()]
+    ['face-privacy', 'lane-detection']
+    >>> solutions.create_model("lane-detection", "light")
+
+The CLI builds `veil solutions NAME generate|check|score|<job>|export k8s` from this registry.
+"""
+
+from veil.solutions._registry import (
+    ENTRY_POINT_GROUP,
+    CheckReport,
+    DatasetFormat,
+    JobSpec,
+    Metric,
+    ModelSpec,
+    Ref,
+    Rendered,
+    Solution,
+    create_model,
+    get_solution,
+    list_solutions,
+    load_entry_points,
+    register,
+    resolve,
+    sizes_for,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "CheckReport",
+    "DatasetFormat",
+    "JobSpec",
+    "Metric",
+    "ModelSpec",
+    "Ref",
+    "Rendered",
+    "Solution",
+    "create_model",
+    "get_solution",
+    "list_solutions",
+    "load_entry_points",
+    "register",
+    "resolve",
+    "sizes_for",
+]

@@ -21,8 +21,29 @@ from veil.errors import NotFound, VeilError
 TAG_DATA_VOLUME = "veil.data_volume"
 TAG_DATA_PATH = "veil.data_path"
 TAG_DATA_SNAPSHOT = "veil.data_snapshot"  # the snapshot the data volume was cloned from
+TAG_DATA_SNAPSHOT_VOLUME = "veil.data_snapshot_volume"  # the volume that snapshot belongs to
 TAG_OUTPUT_SNAPSHOT = "veil.output_snapshot"  # the snapshot taken of the run's volume after it
+TAG_OUTPUT_VOLUME = "veil.output_volume"  # the volume of that snapshot
 TAG_JOB = "veil.job"
+TAG_SOLUTION = "veil.solution"
+TAG_RUN_DIR = "veil.run_dir"
+TAG_METRIC = "veil.metric"  # the name of the run's headline metric (shown by `veil lineage`)
+
+
+def lineage_tags(*, job: str, solution: str | None = None, data_volume: str | None = None,
+                 data_path: str | None = None, data_snapshot: str | None = None,
+                 data_snapshot_volume: str | None = None, run_dir: str | None = None,
+                 metric: str | None = None) -> dict[str, str | None]:
+    """The tags that link a run to its data (set when the run starts)."""
+    return {TAG_JOB: job, TAG_SOLUTION: solution, TAG_DATA_VOLUME: data_volume,
+            TAG_DATA_PATH: data_path, TAG_DATA_SNAPSHOT: data_snapshot,
+            TAG_DATA_SNAPSHOT_VOLUME: data_snapshot_volume, TAG_RUN_DIR: run_dir,
+            TAG_METRIC: metric}
+
+
+def output_tags(snapshot: str, volume: str) -> dict[str, str]:
+    """The tags that link a run to the snapshot taken after it."""
+    return {TAG_OUTPUT_SNAPSHOT: snapshot, TAG_OUTPUT_VOLUME: volume}
 
 
 def tracking_uri(home: Path | None = None) -> str:
@@ -124,6 +145,18 @@ class RunInfo:
     def output_snapshot(self) -> str | None:
         return self.tags.get(TAG_OUTPUT_SNAPSHOT)
 
+    @property
+    def data_path(self) -> str | None:
+        return self.tags.get(TAG_DATA_PATH)
+
+    @property
+    def headline(self) -> tuple[str, float] | None:
+        """(name, value) of the run's headline metric, if it recorded one."""
+        name = self.tags.get(TAG_METRIC)
+        if name and name in self.metrics:
+            return name, self.metrics[name]
+        return None
+
 
 def _info(client, run) -> RunInfo:
     import datetime
@@ -171,8 +204,8 @@ def snapshot_lineage(snapshot: str, volume: str | None = None, *,
     produced = runs(home=home, filter_string=f"tags.`{TAG_OUTPUT_SNAPSHOT}` = '{q}'")
     used = runs(home=home, filter_string=f"tags.`{TAG_DATA_SNAPSHOT}` = '{q}'")
     if volume is not None:
-        produced = [r for r in produced if r.tags.get("veil.output_volume") in (None, volume)]
-        used = [r for r in used if r.tags.get("veil.data_snapshot_volume") in (None, volume)]
+        produced = [r for r in produced if r.tags.get(TAG_OUTPUT_VOLUME) in (None, volume)]
+        used = [r for r in used if r.tags.get(TAG_DATA_SNAPSHOT_VOLUME) in (None, volume)]
     return Lineage(f"snapshot {volume + '@' if volume else ''}{snapshot}", produced, used)
 
 

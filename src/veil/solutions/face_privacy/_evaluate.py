@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from veil.errors import InvalidArgument
 from veil.jsonio import dumps
+from veil.progress import Progress, or_silent
 from veil.solutions.face_privacy import _metrics, _model
 from veil.solutions.face_privacy._fddb import FddbDataset, load_image, read_fddb
 
@@ -68,33 +68,31 @@ class Evaluation:
 
 def run(model, data: FddbDataset | str | Path, transform: _model.Transform | None = None, *,
         alpha: float | None = None, batch_size: int = 4, strict: bool = False,
-        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> Evaluation:
-    """Detect and score every readable fold of `data`. `progress(description, total)` returns
-    an update(n) callable (tqdm's, in the CLI)."""
+        progress: Progress | None = None) -> Evaluation:
+    """Detect and score every readable fold of `data`, showing `progress` (two phases:
+    predicting, scoring)."""
     t0 = time.perf_counter()
     dataset = data if isinstance(data, FddbDataset) else read_fddb(data, strict=strict)
     if not dataset.folds:
         raise InvalidArgument(f"no fold of {dataset.root} could be read")
 
-    def bar(desc: str, total: int):
-        return progress(desc, total) if progress else (lambda n: None)
-
-    step = bar("Predicting", sum(len(f.images) for f in dataset.folds))
+    bar = or_silent(progress)
+    bar.start(sum(len(f.images) for f in dataset.folds), "Predicting")
     per_fold: list[Detections] = []
     for fold in dataset.folds:
         dets: Detections = []
         for chunk in _model.batched(fold.images, batch_size):
             dets += _model.detect(model, [load_image(im) for im in chunk], transform)
-            step(len(chunk))
+            bar.advance(len(chunk))
         per_fold.append(dets)
-    step = bar("Scoring folds", len(dataset.folds))
+    bar.start(len(dataset.folds), "Scoring folds")
     folds = []
     for fold, dets in zip(dataset.folds, per_fold, strict=True):
         truths = [im.ellipses for im in fold.images]
         faces = sum(len(t) for t in truths)
         ap = _metrics.average_precision(dets, truths) if faces else float("nan")
         folds.append(FoldResult(fold.index, fold.name, len(fold.images), faces, ap, dets))
-        step(1)
+        bar.advance(1)
     all_dets = [d for dets in per_fold for d in dets]
     all_truths = [im.ellipses for f in dataset.folds for im in f.images]
     roc = _metrics.discrete_roc(all_dets, all_truths)

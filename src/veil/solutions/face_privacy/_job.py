@@ -1,182 +1,217 @@
-"""TR-4928 scenario 2, the batch job: evaluate a data set read from a veil volume, store the
-results on a results volume and snapshot it; and the Kubernetes Job manifests for the same job.
+"""TR-4928 scenario 2, the batch job: score the detector on a data set read from a veil volume,
+clean or obfuscated, store the results on a results volume and snapshot it (run by
+`veil.train.run_job`, so each run is in MLflow with its lineage); and the Kubernetes Job
+manifests for the same job.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from veil.errors import InvalidArgument, NotFound
-from veil.solutions.face_privacy import _evaluate, _model
-from veil.solutions.face_privacy._fddb import read_fddb
+from veil import k8s
+from veil.errors import InvalidArgument
+from veil.train import JobContext, JobOutput, JobResult, run_job
+
+if TYPE_CHECKING:
+    from veil.solutions.face_privacy._evaluate import Evaluation
+
+EXPERIMENT = "face-privacy"
+
+
+@dataclass
+class EvaluateConfig:
+    """A scoring run of the face detector, clean or with the activation obfuscated."""
+
+    noisy: bool = field(default=False, metadata={"help": "Obfuscate the activation (needs "
+                                                 "--alpha)."})
+    alpha: float | None = field(default=None, metadata={
+        "help": "ALPHA of the obfuscation, in [0, 0.999]."})
+    obfuscator: Path | None = field(default=None, metadata={
+        "help": "A fitted obfuscator (veil privacy fit --task faces); default: fit one on "
+                "DATASET/fit."})
+    weights: Path | None = field(default=None, metadata={"help": "FaceBoxes weights (default: "
+                                                         "shipped)."})
+    workdir: Path | None = field(default=None, metadata={
+        "help": "Where fitted obfuscators are kept (default ./veil-privacy-faces)."})
+    batch_size: int = field(default=4, metadata={"help": "Images per forward pass."})
 
 
 @dataclass
 class BatchResult:
-    evaluation: _evaluate.Evaluation
+    evaluation: Evaluation
     results_dir: Path | None = None
     results_volume: str | None = None
     snapshot: str | None = None
     obfuscator: Path | None = None
+    run_id: str | None = None
 
 
-def resolve_dataset(dataset: str | Path, volume: str | None, *, home=None) -> Path:
-    """`dataset` itself, or with `volume` the path inside that volume (as the seed's job reads
-    /data/netapp-face-detection/FDDB from its PVC)."""
-    if volume is None:
-        return Path(dataset)
-    from veil import data
-
-    root = data.volume_path(volume, home=home)
-    rel = Path(dataset)
-    if rel.is_absolute():
-        try:
-            rel = rel.relative_to(root)
-        except ValueError:
-            raise InvalidArgument(f"{dataset} is not inside volume {volume!r} ({root}); give a "
-                                  f"path relative to the volume") from None
-    path = root / rel
-    real, real_root = path.resolve(), root.resolve()
-    if real != real_root and real_root not in real.parents:
-        raise InvalidArgument(f"{dataset} leads outside volume {volume!r}")
-    return path
+def job_name(cfg: EvaluateConfig) -> str:
+    """faces-raw, or faces-alpha-A: the run's and the snapshot's names."""
+    if not cfg.noisy:
+        return "faces-raw"
+    return f"faces-alpha-{cfg.alpha:g}" if isinstance(cfg.alpha, (int, float)) else "faces-noisy"
 
 
-def run_name(alpha: float | None) -> str:
-    kind = "raw" if alpha is None else f"alpha-{alpha:g}"
-    return f"faces-{kind}-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
+def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
+    """Options that go together, the device and ALPHA, before anything runs."""
+    from veil.privacy import check_alpha, check_device
+
+    if ctx.data is None:
+        raise InvalidArgument("--dataset is required (an FDDB-layout folder)")
+    if cfg.noisy and cfg.alpha is None:
+        raise InvalidArgument("--noisy needs --alpha (TR-4928 sweeps 0.05 ... 0.95)")
+    if cfg.alpha is not None and not cfg.noisy:
+        raise InvalidArgument("--alpha applies only with --noisy")
+    if cfg.obfuscator is not None and not cfg.noisy:
+        raise InvalidArgument("--obfuscator needs --noisy and --alpha")
+    if cfg.batch_size < 1:
+        raise InvalidArgument(f"--batch-size must be >= 1, not {cfg.batch_size}")
+    check_device(ctx.device)
+    if cfg.alpha is not None:
+        check_alpha(cfg.alpha)
 
 
 def obfuscator_for(model, dataset: Path, alpha: float, obfuscator: Path | None, *,
                    workdir: Path | None, device: str, refit: bool = False, log=None):
     """The obfuscator to apply: `obfuscator` if given, else the one fitted on DATASET/fit for
     this ALPHA (fitted now if the work folder has none)."""
-    from veil.privacy import Obfuscator, _measure
+    from veil.privacy import Obfuscator, default_workdir, obfuscator_path, obfuscators
 
     if obfuscator is not None:
         obf = Obfuscator.load(obfuscator, model)
         if abs(obf.alpha - alpha) > 1e-9:
             raise InvalidArgument(f"{obfuscator} was fitted at ALPHA {obf.alpha:g}, not {alpha:g}")
         return obf, Path(obfuscator)
-    wd = Path(workdir) if workdir else _measure.default_workdir("faces")
-    obfs = _measure.obfuscators("faces", dataset, [alpha], workdir=wd, model=model,
-                                refit=refit, device=device, verbose=True, log=log)
-    return obfs[alpha], _measure.obfuscator_path(wd, obfs[alpha].distribution, alpha)
+    wd = Path(workdir) if workdir else default_workdir("faces")
+    obfs = obfuscators("faces", dataset, [alpha], workdir=wd, model=model, refit=refit,
+                       device=device, verbose=True, log=log)
+    return obfs[alpha], obfuscator_path(wd, obfs[alpha].distribution, alpha)
+
+
+def evaluate_job(cfg: EvaluateConfig, ctx: JobContext) -> JobOutput:
+    """Detect and score every readable fold; write the results when the run has a folder."""
+    from veil.privacy import check_alpha
+    from veil.solutions.face_privacy import _evaluate, _model
+    from veil.solutions.face_privacy._fddb import read_fddb
+
+    alpha = check_alpha(cfg.alpha) if cfg.noisy else None
+    ds = read_fddb(ctx.data, strict=False)
+    model = _model.load_model(ctx.device, cfg.weights)
+    transform = obf_path = None
+    if alpha is not None:
+        obf, obf_path = obfuscator_for(model, ctx.data, alpha, cfg.obfuscator,
+                                       workdir=cfg.workdir, device=ctx.device, log=ctx.log)
+        transform = obf.transform
+    ev = _evaluate.run(model, ds, transform, alpha=alpha, batch_size=cfg.batch_size,
+                       progress=ctx.progress)
+    if ctx.out is not None:
+        _evaluate.write(ev, ds, ctx.out)
+    shown = ctx.data
+    if ctx.volume is not None:
+        from veil import data
+
+        shown = ctx.data.relative_to(data.volume_path(ctx.volume, home=ctx.home))
+    labels = {"dataset": str(shown), "mAP": f"{ev.map:.6f}",
+              "alpha": "raw" if alpha is None else f"{alpha:g}"}
+    if ctx.volume:
+        labels["dataset-volume"] = ctx.volume
+    metrics = {"mAP": ev.map, "roc_tpr_at_1000": ev.roc_tpr_at_1000,
+               "images": float(ev.images), "faces": float(ev.faces)}
+    return JobOutput(metrics, [], labels, (ev, obf_path))
 
 
 def evaluate(dataset: str | Path, *, volume: str | None = None, alpha: float | None = None,
              obfuscator: Path | None = None, weights: Path | None = None,
              results: str | None = None, snapshot: bool = True, out: Path | None = None,
              workdir: Path | None = None, device: str = "cpu", batch_size: int = 4,
-             progress: Callable | None = None, log=None, home=None) -> BatchResult:
+             track: bool = True, progress=None, log=None, home=None) -> BatchResult:
     """Scenario 2 end to end. With `results`, the run's files go to RESULTS/<run>/ on that
     volume (created if missing) and the volume is snapshotted as snap-RESULTS-<run>."""
-    from veil.privacy._obfuscator import check_alpha
-    from veil.privacy._util import check_device
+    cfg = EvaluateConfig(noisy=alpha is not None, alpha=alpha, obfuscator=obfuscator,
+                         weights=weights, workdir=workdir, batch_size=batch_size)
+    res = run_job(evaluate_job, cfg, job=job_name(cfg), experiment=EXPERIMENT,
+                  solution="face-privacy", data=dataset, volume=volume, out=out,
+                  results=results, snapshot=snapshot and results is not None, track=track,
+                  device=device, metric="mAP", prepare=check, log=log, progress=progress,
+                  home=home)
+    return as_batch_result(res)
 
-    check_device(device)
-    if alpha is not None:
-        alpha = check_alpha(alpha)
-    if obfuscator is not None and alpha is None:
-        raise InvalidArgument("--obfuscator needs --noisy and --alpha")
-    path = resolve_dataset(dataset, volume, home=home)
-    ds = read_fddb(path, strict=False)
-    if results is not None:  # fail before the long part, not after
-        from veil import data
-        from veil.data import validate_name
 
-        validate_name(results, "volume name")
-        try:
-            data.get_volume(results, home=home)
-        except NotFound:
-            data.create_volume(results, labels={"purpose": "face-privacy results"}, home=home)
-    model = _model.load_model(device, weights)
-    transform, obf_path = None, None
-    if alpha is not None:
-        obf, obf_path = obfuscator_for(model, path, alpha, obfuscator, workdir=workdir,
-                                       device=device, log=log)
-        transform = obf.transform
-    ev = _evaluate.run(model, ds, transform, alpha=alpha, batch_size=batch_size,
-                       progress=progress)
-    out_dir, snap = None, None
-    name = run_name(alpha)
-    if results is not None:
-        from veil import data
-
-        out_dir = _evaluate.write(ev, ds, data.volume_path(results, home=home) / name)
-        shown = path.relative_to(data.volume_path(volume, home=home)) if volume else path
-        labels = {"job": name, "dataset": str(shown), "mAP": f"{ev.map:.6f}",
-                  "alpha": "raw" if alpha is None else f"{alpha:g}"}
-        if volume:
-            labels["dataset-volume"] = volume
-        if snapshot:
-            snap = data.create_snapshot(results, name=f"snap-{results}-{name}", labels=labels,
-                                        home=home).name
-    elif out is not None:
-        out_dir = _evaluate.write(ev, ds, Path(out))
-    return BatchResult(ev, out_dir, results, snap, obf_path)
+def as_batch_result(res: JobResult) -> BatchResult:
+    ev, obf_path = res.output.detail
+    return BatchResult(ev, res.out, res.results_volume, res.snapshot, obf_path, res.run_id)
 
 
 # ---------------------------------------------------------------------- Kubernetes
-def _job_name(alpha: float | None) -> str:
+@dataclass
+class ExportOptions:
+    """Where the batch job's data and results live on the cluster."""
+
+    alphas: str | None = field(default=None, metadata={
+        "help": "One noisy job per ALPHA (comma-separated) beside the raw one."})
+    data_pvc: str = field(default="inference-data", metadata={
+        "help": "The PVC holding the data set (mounted at /data)."})
+    results_pvc: str | None = field(default=None, metadata={
+        "help": "A PVC for results (mounted at /results)."})
+
+
+def _k8s_job_name(alpha: float | None) -> str:
     return "veil-inference-raw" if alpha is None else f"veil-inference-alpha-{alpha:g}".replace(
         ".", "-")
 
 
-def job_manifest(alpha: float | None, *, dataset: str, data_pvc: str, results_pvc: str | None,
-                 namespace: str, image: str, gpus: int) -> dict:
+def job_manifest(alpha: float | None, target: k8s.Target, *, dataset: str, data_pvc: str,
+                 results_pvc: str | None) -> dict:
     """A batch/v1 Job like the seed's inference-job-raw.yaml / inference-job-protopia-0.8.yaml,
     running `veil solutions face-privacy evaluate` with the data PVC mounted at /data."""
     command = ["veil", "solutions", "face-privacy", "evaluate", "--dataset",
                f"/data/{dataset.lstrip('/')}"]
-    container: dict = {"name": "inference", "image": image, "imagePullPolicy": "IfNotPresent"}
+    env: dict = {}
     if alpha is not None:
-        container["env"] = [{"name": "ALPHA", "value": f"{alpha:g}"}]
+        env["ALPHA"] = f"{alpha:g}"
         command += ["--alpha", "$(ALPHA)", "--noisy"]
-    mounts = [{"mountPath": "/data", "name": "data"}, {"mountPath": "/dev/shm", "name": "dshm"}]
-    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": data_pvc}},
-               {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    mounts = {"data": "/data", "dshm": "/dev/shm"}
+    volumes = [k8s.pvc_volume("data", data_pvc), k8s.shm_volume()]
     if results_pvc:
         command += ["--out", "/results/$(JOB_NAME)"]
-        container.setdefault("env", []).append({"name": "JOB_NAME", "value": _job_name(alpha)})
-        mounts.append({"mountPath": "/results", "name": "results"})
-        volumes.append({"name": "results", "persistentVolumeClaim": {"claimName": results_pvc}})
-    container["command"] = command
-    if gpus:
-        container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+        env["JOB_NAME"] = _k8s_job_name(alpha)
+        mounts["results"] = "/results"
+        volumes.append(k8s.pvc_volume("results", results_pvc))
+    if target.gpus:
         command += ["--device", "cuda"]
-    container["volumeMounts"] = mounts
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": _job_name(alpha), "namespace": namespace},
-        "spec": {"backoffLimit": 5, "template": {"spec": {
-            "volumes": volumes, "containers": [container], "restartPolicy": "Never"}}},
-    }
+    c = k8s.container("inference", target.image, command, env_vars=env, mounts=mounts,
+                      gpus=target.gpus)
+    template = k8s.pod_template([c], volumes, project=target.project)
+    return k8s.job(_k8s_job_name(alpha), target.namespace, template, backoff_limit=5,
+                   project=target.project)
 
 
-def emit_k8s(directory: Path, alphas: Sequence[float | None], *, dataset: str = "FDDB",
-             data_pvc: str = "inference-data", results_pvc: str | None = None,
-             namespace: str = "inference", image: str = "veil:latest", gpus: int = 0) -> list[Path]:
-    """Write one Job manifest per ALPHA (None: the raw job) as YAML; returns the files."""
-    import yaml
+def sweep(cfg: EvaluateConfig, alphas: str | None) -> list[float | None]:
+    """The raw job plus one per ALPHA in `alphas` (or the config's own ALPHA when noisy)."""
+    if cfg.noisy and cfg.alpha is None:
+        raise InvalidArgument("--noisy needs --alpha")
+    out: list[float | None] = [None]
+    if alphas:
+        try:
+            out += [float(a) for a in alphas.split(",") if a.strip()]
+        except ValueError:
+            raise InvalidArgument(f"--alphas must be numbers separated by commas, not "
+                                  f"{alphas!r}") from None
+    elif cfg.noisy:
+        out = [cfg.alpha]
+    return out
 
-    for value, what in ((data_pvc, "data PVC"), (namespace, "namespace")):
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value or "") or len(value) > 63:
-            raise InvalidArgument(f"{value!r} is not a valid Kubernetes name for the {what}")
-    if gpus < 0:
-        raise InvalidArgument(f"gpus must be >= 0, not {gpus}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for alpha in alphas:
-        m = job_manifest(alpha, dataset=dataset, data_pvc=data_pvc, results_pvc=results_pvc,
-                         namespace=namespace, image=image, gpus=gpus)
-        f = directory / ("inference-job-raw.yaml" if alpha is None
-                         else f"inference-job-veil-{alpha:g}.yaml")
-        f.write_text(yaml.safe_dump(m, sort_keys=False, width=100))
-        files.append(f)
-    return files
+
+def manifests(cfg: EvaluateConfig, target: k8s.Target, opts: ExportOptions, *,
+              data: str = "FDDB") -> dict[str, dict]:
+    """One Job manifest per ALPHA (the raw job first)."""
+    target.check()
+    k8s.check_name(opts.data_pvc, "data PVC", subdomain=True)
+    if opts.results_pvc is not None:
+        k8s.check_name(opts.results_pvc, "results PVC", subdomain=True)
+    return {("inference-job-raw.yaml" if a is None else f"inference-job-veil-{a:g}.yaml"):
+            job_manifest(a, target, dataset=data, data_pvc=opts.data_pvc,
+                         results_pvc=opts.results_pvc) for a in sweep(cfg, opts.alphas)}

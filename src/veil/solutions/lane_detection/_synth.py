@@ -12,6 +12,7 @@ the same files.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -221,6 +222,9 @@ def generate(path: str | Path, seed: int = 0, train_clips: int = 300, test_clips
             _write_split(tmp, seed, 0, train_clips, "veil-train", TRAIN_FILE, progress)
         if test_clips:
             _write_split(tmp, seed, 1, test_clips, "veil-test", TEST_FILE, progress)
+        (tmp / "dataset.json").write_text(json.dumps(
+            {"format": "tusimple", "generator": "veil.solutions.lane_detection", "seed": seed,
+             "train_clips": train_clips, "test_clips": test_clips}, indent=2) + "\n")
     return path
 
 

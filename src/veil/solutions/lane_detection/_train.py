@@ -1,7 +1,8 @@
 """Data-parallel training of a lane model: one process per replica (torchrun),
 DistributedDataParallel over gloo on CPU or NCCL on GPU, a DistributedSampler, and rank 0
-writing the checkpoints, the log and the scores. Each process runs
-`python -m veil.solutions.lane_detection._train CONFIG.json`; `launch` starts them.
+writing the checkpoints, the log and the scores. `launch` starts the replicas through
+`veil.train.launch` (each runs `python -m veil.train veil.solutions.lane_detection._train:worker
+CONFIG.json`); on Kubernetes each replica reads the configuration from the environment.
 
 Rank 0 writes into the run folder:
     checkpoint.pt   model and optimizer after the last finished epoch (replaced atomically)
@@ -14,12 +15,8 @@ Rank 0 writes into the run folder:
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from veil.errors import InvalidArgument, VeilError
@@ -27,21 +24,34 @@ from veil.errors import InvalidArgument, VeilError
 
 @dataclass
 class TrainConfig:
-    data: str
-    out: str
-    model: str = "light"
-    epochs: int = 12
-    batch_size: int = 8  # per process
-    lr: float = 3e-3
-    use_workers: bool = True
-    num_workers: int = 1
-    use_val: bool = True
-    val_batch_size: int = 16
-    seed: int = 0
-    threads: int = 1  # torch threads per process
-    device: str = "cpu"
-    init: str | None = None  # weights to start from
-    val_every: int = 0  # score the test labels every N epochs (0: only at the end)
+    """A lane-detection training run. On Kubernetes each field is read from an environment
+    variable: the seed's USE_WORKERS, NUM_WORKERS, BATCH_SIZE, USE_VAL, VAL_BATCH_SIZE, plus
+    DATA_DIR, OUT_DIR, MODEL, EPOCHS, LR, SEED, DEVICE, ..."""
+
+    data: str = field(metadata={"env": "DATA_DIR", "shared": True})
+    out: str = field(metadata={"env": "OUT_DIR", "shared": True})
+    model: str = field(default="light", metadata={
+        "help": "light (trains on a CPU in minutes) or scnn (the report's model)."})
+    epochs: int = field(default=12, metadata={"help": "Passes over the training frames."})
+    batch_size: int = field(default=8, metadata={"help": "Frames per step per process "
+                                                 "(BATCH_SIZE)."})
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (one-cycle)."})
+    use_workers: bool = field(default=True, metadata={"help": "Load data in worker processes "
+                                                      "(USE_WORKERS)."})
+    num_workers: int = field(default=1, metadata={"help": "Loader processes per replica "
+                                                  "(NUM_WORKERS)."})
+    use_val: bool = field(default=True, metadata={"help": "Score test_label.json after "
+                                                  "training (USE_VAL)."})
+    val_batch_size: int = field(default=16, metadata={"help": "VAL_BATCH_SIZE."})
+    seed: int = field(default=0, metadata={"shared": True})
+    threads: int = field(default=1, metadata={"help": "torch threads per process."})
+    device: str = field(default="cpu", metadata={"shared": True})
+    init: str | None = field(default=None, metadata={"help": "Start from these weights "
+                                                     "(model.pt).", "path": True})
+    val_every: int = field(default=0, metadata={"help": "Also score the test labels every N "
+                                                "epochs (0: only at the end)."})
+    processes: int = field(default=1, metadata={"help": "Data-parallel replicas (torchrun, "
+                                                "gloo on CPU, NCCL on GPU).", "env": "NPROC"})
 
     def check(self) -> TrainConfig:
         from veil.solutions.lane_detection._model import MODELS
@@ -59,14 +69,6 @@ class TrainConfig:
         if not self.lr > 0:
             raise InvalidArgument(f"--lr must be > 0, not {self.lr}")
         return self
-
-
-def _atomic_save(obj, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_labels(data: Path):
@@ -116,28 +118,28 @@ def make_loader(ds, cfg: TrainConfig, sampler=None):
 
 
 def worker(cfg: TrainConfig) -> int:
-    """One replica. Rank and world size come from torchrun's environment (1 process without)."""
+    """One replica (run by `python -m veil.train`). Rank and world size come from torchrun's
+    environment (1 process without)."""
     import torch
-    import torch.distributed as dist
     from torch.utils.data import DistributedSampler
 
     from veil.solutions.lane_detection._data import LaneFrames
     from veil.solutions.lane_detection._metrics import evaluate
     from veil.solutions.lane_detection._model import build, loss_fn
     from veil.solutions.lane_detection._tusimple import read_labels, write_labels
+    from veil.train import EpochLog, atomic_save, barrier, leave, replica
 
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    local = os.environ.get("LOCAL_RANK", "0")
-    device = torch.device(cfg.device if cfg.device == "cpu" else f"cuda:{local}")
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    cfg.check()
+    rep = replica(cfg.device, threads=cfg.threads, seed=cfg.seed)
+    device, world = rep.device, rep.world
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if rep.is_main:
+        (out / "model.pt").unlink(missing_ok=True)  # never an older run's model
     data = Path(cfg.data)
     labels = train_labels(data)
     ds = LaneFrames(data, labels, augment=True, seed=cfg.seed)
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rep.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True) if world > 1 else None
     loader = make_loader(ds, cfg, sampler)
     if len(loader) == 0:
@@ -150,49 +152,42 @@ def worker(cfg: TrainConfig) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr,
                                                 total_steps=cfg.epochs * len(loader))
-    history = []
-    log = open(out / "train.log", "a") if rank == 0 else None  # noqa: SIM115
     try:
-        for epoch in range(cfg.epochs):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            ds.epoch = epoch
-            t_epoch, wait, total, n = time.perf_counter(), 0.0, 0.0, 0
-            t_ready = time.perf_counter()
-            for x, seg_t, ex_t in loader:
-                wait += time.perf_counter() - t_ready
-                seg, ex = net(x.to(device))
-                loss = loss_fn(seg, ex, seg_t.to(device), ex_t.to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach())
-                n += 1
+        with EpochLog(out, cfg.epochs, enabled=rep.is_main) as history:
+            for epoch in range(cfg.epochs):
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                ds.epoch = epoch
+                t_epoch, wait, total, n = time.perf_counter(), 0.0, 0.0, 0
                 t_ready = time.perf_counter()
-            secs = time.perf_counter() - t_epoch
-            row = {"epoch": epoch + 1, "loss": total / n, "seconds": secs,
-                   "images_per_s": n * cfg.batch_size * world / secs, "input_wait": wait / secs}
-            if rank == 0 and cfg.use_val and cfg.val_every and (epoch + 1) % cfg.val_every == 0 \
-                    and (data / "test_label.json").is_file():
-                test = read_labels(data / "test_label.json", images=data)[0]
-                row["test_accuracy"] = evaluate(
-                    predict(model, data, test, cfg.val_batch_size, device), test).accuracy
-            history.append(row)
-            if rank == 0:
-                _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "epoch": epoch + 1, "config": asdict(cfg)}, out / "checkpoint.pt")
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                acc = f", test accuracy {row['test_accuracy']:.4f}" \
-                    if "test_accuracy" in row else ""
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, "
-                      f"{row['images_per_s']:.1f} images/s, input wait "
-                      f"{100 * row['input_wait']:.1f}%{acc}", flush=True)
-        if world > 1:
-            dist.barrier()
-        if rank == 0:
-            _atomic_save(model.state_dict(), out / "model.pt")  # trained: kept whatever follows
+                for x, seg_t, ex_t in loader:
+                    wait += time.perf_counter() - t_ready
+                    seg, ex = net(x.to(device))
+                    loss = loss_fn(seg, ex, seg_t.to(device), ex_t.to(device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach())
+                    n += 1
+                    t_ready = time.perf_counter()
+                secs = time.perf_counter() - t_epoch
+                row = {"epoch": epoch + 1, "loss": total / n, "seconds": secs,
+                       "images_per_s": n * cfg.batch_size * world / secs,
+                       "input_wait": wait / secs}
+                if rep.is_main and cfg.use_val and cfg.val_every and \
+                        (epoch + 1) % cfg.val_every == 0 and (data / "test_label.json").is_file():
+                    test = read_labels(data / "test_label.json", images=data)[0]
+                    row["test_accuracy"] = evaluate(
+                        predict(model, data, test, cfg.val_batch_size, device), test).accuracy
+                if rep.is_main:
+                    atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "epoch": epoch + 1, "config": asdict(cfg)},
+                                out / "checkpoint.pt")
+                history.record(row)
+        barrier()
+        if rep.is_main:
+            atomic_save(model.state_dict(), out / "model.pt")  # trained: kept whatever follows
             scores = None
             if cfg.use_val and (data / "test_label.json").is_file():
                 test = read_labels(data / "test_label.json", images=data)[0]
@@ -202,18 +197,11 @@ def worker(cfg: TrainConfig) -> int:
                 print(f"test: Accuracy {scores['Accuracy']:.4f}, FP {scores['FP']:.4f}, "
                       f"FN {scores['FN']:.4f}, F1 {scores['F1']:.4f}", flush=True)
             (out / "metrics.json").write_text(json.dumps(
-                {"config": asdict(cfg), "processes": world, "epochs": history,
+                {"config": asdict(cfg), "processes": world, "epochs": history.rows,
                  "test": scores}, indent=2) + "\n")
     finally:
-        if log is not None:
-            log.close()
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        leave()
     return 0
-
-
-_RAISED = re.compile(r"(?:\[rank\d+\]:\s*)?((?:[\w.]+\.)?\w*(?:Error|Exception|InvalidArgument|"
-                     r"NotFound): .+)$")
 
 
 @dataclass
@@ -223,10 +211,11 @@ class RunResult:
     seconds: float
 
 
-def prepare(cfg: TrainConfig, processes: int) -> None:
+def prepare(cfg: TrainConfig, processes: int | None = None) -> None:
     """Everything that can be checked before any replica starts: options, the training and
     (with use_val) test labels and their images, the starting weights, the device."""
     cfg.check()
+    processes = cfg.processes if processes is None else processes
     if not isinstance(processes, int) or processes < 1:
         raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
     from veil.solutions.lane_detection._tusimple import read_labels
@@ -248,88 +237,30 @@ def prepare(cfg: TrainConfig, processes: int) -> None:
                                   f"has {torch.cuda.device_count()}")
 
 
-def launch(cfg: TrainConfig, processes: int = 1, *, echo=print) -> RunResult:
-    """Train with `processes` replicas (torchrun, one machine). Fails with one line if any
-    replica fails; model.pt then does not exist, and checkpoint.pt is the last good epoch."""
-    prepare(cfg, processes)
+WORKER = "veil.solutions.lane_detection._train:worker"
+
+
+def launch(cfg: TrainConfig, processes: int | None = None, *, log=None) -> RunResult:
+    """Train with `processes` replicas (default: cfg.processes; torchrun, one machine). Fails
+    with one line naming the failed replica; model.pt then does not exist, and checkpoint.pt
+    is the last good epoch."""
+    from veil.train import TrainingFailed
+    from veil.train import launch as launch_replicas
+
+    if processes is not None:
+        cfg = replace(cfg, processes=processes)
+    prepare(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("model.pt", "checkpoint.pt", "metrics.json", "predictions.json",
                   "train.log"):
         (out / stale).unlink(missing_ok=True)  # this run's, or none
-    cfg_file = out / "config.json"
-    cfg_file.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={processes}", "-m", "veil.solutions.lane_detection._train",
-           str(cfg_file)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), PYTHONUNBUFFERED="1")
-    t0 = time.perf_counter()
-    tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                          text=True) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = [*tail, line][-2000:]
-            if line.startswith(("epoch ", "test: ")):
-                echo(line)
-        code = proc.wait()
-    secs = time.perf_counter() - t0
-    (out / "launcher.log").write_text("\n".join(tail) + "\n")
-    if code != 0 or not (out / "model.pt").is_file():
-        raised = [m.group(1) for ln in tail if (m := _RAISED.match(ln.strip()))
-                  and "ChildFailedError" not in ln]
-        signals = [ln.strip() for ln in tail if "Signal" in ln and "died" in ln]
-        ours = [r.removeprefix("veil.errors.") for r in raised if r.startswith("veil.errors.")]
-        # a replica's own error is the cause; the others' (peers gone) are its consequences
-        why = ours[-1] if ours else raised[0] if raised else signals[-1] if signals else ""
+    try:
+        res = launch_replicas(WORKER, cfg, cfg.processes, out=out, threads=cfg.threads,
+                              log=log, required=("model.pt", "metrics.json"))
+    except TrainingFailed as e:
         (out / "model.pt").unlink(missing_ok=True)  # a failed run leaves no model behind
         ckpt = f"{out / 'checkpoint.pt'} holds the last finished epoch" \
             if (out / "checkpoint.pt").exists() else "no epoch finished"
-        raise VeilError(f"training failed (exit {code}){': ' + why.strip() if why else ''}; "
-                        f"no model was written, {ckpt}; log: {out / 'launcher.log'}")
-    return RunResult(out, json.loads((out / "metrics.json").read_text()), secs)
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    v = os.environ.get(name)
-    if v is None:
-        return default
-    if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise InvalidArgument(f"{name} must be true or false, not {v!r}")
-    return v.lower() in ("true", "1", "yes")
-
-
-def config_from_env() -> TrainConfig:
-    """The configuration of a replica on Kubernetes: the seed's variables (USE_WORKERS,
-    NUM_WORKERS, BATCH_SIZE, USE_VAL, VAL_BATCH_SIZE) plus DATA_DIR, OUT_DIR, MODEL, EPOCHS,
-    LR, SEED, DEVICE."""
-    e = os.environ
-    try:
-        cfg = TrainConfig(
-            data=e["DATA_DIR"], out=e["OUT_DIR"], model=e.get("MODEL", "light"),
-            epochs=int(e.get("EPOCHS", 12)), batch_size=int(e.get("BATCH_SIZE", 8)),
-            lr=float(e.get("LR", 3e-3)), use_workers=_env_bool("USE_WORKERS", True),
-            num_workers=int(e.get("NUM_WORKERS", 1)), use_val=_env_bool("USE_VAL", True),
-            val_batch_size=int(e.get("VAL_BATCH_SIZE", 16)), seed=int(e.get("SEED", 0)),
-            device=e.get("DEVICE", "cpu"))
-    except KeyError as k:
-        raise InvalidArgument(f"environment variable {k.args[0]} is not set") from None
-    except ValueError as v:
-        raise InvalidArgument(f"a training variable is not a number: {v}") from None
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    if int(e.get("RANK", 0)) == 0:
-        (Path(cfg.out) / "model.pt").unlink(missing_ok=True)  # never an older run's model
-    return cfg.check()
-
-
-def main() -> None:
-    if sys.argv[1:] == ["--from-env"]:
-        cfg = config_from_env()
-    else:
-        cfg = TrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
-    sys.exit(worker(cfg))
-
-
-if __name__ == "__main__":
-    main()
+        raise VeilError(f"{e}; no model was written, {ckpt}; log: {e.log}") from None
+    return RunResult(out, json.loads((out / "metrics.json").read_text()), res.seconds)

@@ -1,0 +1,214 @@
+"""The Kubernetes objects veil writes: Job, PyTorchJob, Pod, VolumeSnapshot, the restore PVC and
+KAI-Scheduler Queues, with the container, volume and GPU pieces they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from veil.errors import InvalidArgument
+
+SCHEDULER = "kai-scheduler"
+QUEUE_LABEL = "kai.scheduler/queue"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # RFC 1123 label
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_name(value: str | None, what: str, *, subdomain: bool = False) -> str:
+    """`value` if it is a valid Kubernetes name, else a one-line error naming `what`: an
+    RFC 1123 label (at most 63 characters: namespaces, jobs, pods, label values), or with
+    `subdomain` an RFC 1123 subdomain (at most 253: PVCs, snapshots, classes)."""
+    most = 253 if subdomain else 63
+    pattern = _DNS_SUBDOMAIN if subdomain else _DNS_LABEL
+    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > most:
+        raise InvalidArgument(f"{value!r} is not a valid Kubernetes name for the {what} "
+                              f"(lower-case letters, digits and '-', at most {most})")
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how a solution's job runs on a cluster: the namespace, the container image,
+    GPUs per process, and the veil project whose KAI queue schedules it (None: the default
+    scheduler)."""
+
+    namespace: str = "default"
+    image: str = "veil:latest"
+    gpus: int = 0
+    project: str | None = None
+
+    def check(self) -> Target:
+        check_name(self.namespace, "namespace")
+        if self.project is not None:
+            check_name(self.project, "project (its KAI queue)")
+        if not isinstance(self.gpus, int) or self.gpus < 0:
+            raise InvalidArgument(f"--gpus must be a whole number >= 0, not {self.gpus!r}")
+        if not self.image or any(c.isspace() for c in self.image):
+            raise InvalidArgument(f"{self.image!r} is not a container image reference")
+        return self
+
+
+def env(values: Mapping[str, Any]) -> list[dict]:
+    """Environment variables as a container's `env` list (values as strings; bools lower-case,
+    as the seed's USE_WORKERS=true)."""
+    def text(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    return [{"name": k, "value": text(v)} for k, v in values.items() if v is not None]
+
+
+def pvc_volume(name: str, claim: str) -> dict:
+    claim = check_name(claim, "PVC", subdomain=True)
+    return {"name": name, "persistentVolumeClaim": {"claimName": claim}}
+
+
+def shm_volume(name: str = "dshm") -> dict:
+    """A memory-backed /dev/shm (PyTorch's loader workers need more than the default 64 MiB)."""
+    return {"name": name, "emptyDir": {"medium": "Memory"}}
+
+
+def container(name: str, image: str, command: Sequence[str], *, env_vars: Mapping[str, Any]
+              | None = None, mounts: Mapping[str, str] | None = None, gpus: float = 0,
+              ports: Iterable[int] = ()) -> dict:
+    """A container running `command`, with `mounts` (volume name -> path) and `gpus` whole
+    GPUs as an nvidia.com/gpu limit (fractions are an annotation of the pod: see `pod`)."""
+    c: dict = {"name": name, "image": image, "imagePullPolicy": "IfNotPresent",
+               "command": [str(a) for a in command]}
+    if env_vars:
+        c["env"] = env(env_vars)
+    if gpus >= 1:
+        c["resources"] = {"limits": {"nvidia.com/gpu": int(gpus)}}
+    if ports:
+        c["ports"] = [{"containerPort": int(p)} for p in ports]
+    if mounts:
+        c["volumeMounts"] = [{"name": n, "mountPath": p} for n, p in mounts.items()]
+    return c
+
+
+def pod_template(containers: Sequence[dict], volumes: Sequence[dict] = (), *,
+                 project: str | None = None, labels: Mapping[str, str] | None = None,
+                 restart_policy: str = "Never") -> dict:
+    """A pod template; with `project`, scheduled by KAI into that project's queue."""
+    meta: dict = {"labels": dict(labels or {})}
+    spec: dict = {}
+    if project is not None:
+        meta["labels"][QUEUE_LABEL] = check_name(project, "project (its KAI queue)")
+        spec["schedulerName"] = SCHEDULER
+    spec["restartPolicy"] = restart_policy
+    spec["containers"] = [dict(c) for c in containers]
+    if volumes:
+        spec["volumes"] = [dict(v) for v in volumes]
+    out: dict = {"spec": spec}
+    if meta["labels"]:
+        out = {"metadata": meta, **out}
+    return out
+
+
+def job(name: str, namespace: str, template: dict, *, backoff_limit: int = 5,
+        project: str | None = None) -> dict:
+    """A batch/v1 Job running `template` (see `pod_template`)."""
+    meta: dict = {"name": check_name(name, "job"), "namespace": check_name(namespace,
+                                                                          "namespace")}
+    if project is not None:
+        meta["labels"] = {QUEUE_LABEL: project}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+            "spec": {"backoffLimit": backoff_limit, "template": template}}
+
+
+def pytorchjob(name: str, namespace: str, template: dict, processes: int, *,
+               project: str | None = None) -> dict:
+    """A Kubeflow PyTorchJob: a Master and processes-1 Workers from one template, each
+    restartPolicy Never (a replica that dies fails the job clearly, as locally)."""
+    if not isinstance(processes, int) or processes < 1:
+        raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
+    import copy
+
+    specs = {"Master": {"replicas": 1, "restartPolicy": "Never",
+                        "template": copy.deepcopy(template)}}
+    if processes > 1:
+        specs["Worker"] = {"replicas": processes - 1, "restartPolicy": "Never",
+                           "template": copy.deepcopy(template)}
+    meta: dict = {"name": check_name(name, "job"), "namespace": check_name(namespace,
+                                                                          "namespace")}
+    if project is not None:
+        meta["labels"] = {QUEUE_LABEL: project}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta,
+            "spec": {"pytorchReplicaSpecs": specs}}
+
+
+def pod(name: str, namespace: str, container_spec: dict, *, project: str, gpus: float,
+        interactive: bool, labels: Mapping[str, str] | None = None) -> dict:
+    """A bare Pod for KAI: a fraction of a GPU is the `gpu-fraction` annotation, interactive
+    pods get KAI's non-preemptible `build` priority class, others `train`."""
+    meta: dict = {"name": check_name(name, "pod"), "namespace": check_name(namespace,
+                                                                          "namespace"),
+                  "labels": {QUEUE_LABEL: project, **(labels or {})}}
+    if 0 < gpus < 1:
+        meta["annotations"] = {"gpu-fraction": f"{gpus:g}"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"schedulerName": SCHEDULER,
+                     "priorityClassName": "build" if interactive else "train",
+                     "restartPolicy": "Never", "containers": [container_spec]}}
+
+
+def queue(name: str, *, quota: float, over_quota_weight: float = 1, limit: float | None = None,
+          parent: str | None = None, display_name: str | None = None) -> dict:
+    """A KAI-Scheduler Queue (scheduling.run.ai/v2) with a GPU quota, overQuotaWeight and limit
+    (-1: none); CPU and memory unlimited."""
+    unlimited = {"quota": -1, "overQuotaWeight": 1, "limit": -1}
+    spec: dict = {"displayName": display_name or name}
+    if parent is not None:
+        spec["parentQueue"] = parent
+    spec["resources"] = {"gpu": {"quota": quota, "overQuotaWeight": over_quota_weight,
+                                 "limit": -1 if limit is None else limit},
+                         "cpu": dict(unlimited), "memory": dict(unlimited)}
+    return {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue",
+            "metadata": {"name": check_name(name, "queue")}, "spec": spec}
+
+
+def volume_snapshot(name: str, namespace: str, *, pvc: str, snapshot_class: str) -> dict:
+    return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": check_name(name, "volume snapshot", subdomain=True),
+                         "namespace": check_name(namespace, "namespace")},
+            "spec": {"volumeSnapshotClassName": check_name(snapshot_class, "snapshot class",
+                                                           subdomain=True),
+                     "source": {"persistentVolumeClaimName": check_name(pvc, "PVC",
+                                                                        subdomain=True)}}}
+
+
+def restore_pvc(name: str, namespace: str, *, snapshot: str, storage_class: str,
+                size: str = "100Gi") -> dict:
+    """A PVC whose content is restored from VolumeSnapshot `snapshot`."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": check_name(name, "restored PVC", subdomain=True),
+                         "namespace": check_name(namespace, "namespace")},
+            "spec": {"storageClassName": check_name(storage_class, "storage class",
+                                                    subdomain=True),
+                     "dataSource": {"name": snapshot, "kind": "VolumeSnapshot",
+                                    "apiGroup": "snapshot.storage.k8s.io"},
+                     "accessModes": ["ReadWriteMany"],
+                     "resources": {"requests": {"storage": size}}}}
+
+
+def write(directory: str | Path, documents: Mapping[str, dict | Sequence[dict]]) -> list[Path]:
+    """Write each file name -> object (or list of objects, as a multi-document YAML) into
+    `directory`; returns the files in order."""
+    import yaml
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, docs in documents.items():
+        f = directory / name
+        if isinstance(docs, Mapping):
+            text = yaml.safe_dump(dict(docs), sort_keys=False, width=100)
+        else:
+            text = yaml.safe_dump_all(list(docs), sort_keys=False, width=100)
+        tmp = f.with_name(f".{f.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(f)
+        files.append(f)
+    return files

@@ -1,0 +1,241 @@
+"""The solution contract and its registry.
+
+A solution is one package that registers a `Solution` when its registration module is imported
+(and keeps it as that module's `SOLUTION`); the module is named by an entry point in group
+`veil.solutions` (pyproject.toml). Everything a
+solution declares is cheap to import: callables may be given as 'module:attr' strings, resolved
+on first use, so `veil solutions list` and `veil --help` import no model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veil.errors import InvalidArgument, NotFound
+
+ENTRY_POINT_GROUP = "veil.solutions"
+
+Ref = Callable[..., Any] | str  # a callable, or 'module:attr' naming one
+
+
+def resolve(ref: Ref | None) -> Any:
+    """The object a Ref names (the callable itself when given one)."""
+    if ref is None or not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What a dataset checker found: counts to show, the problems (each naming its file and
+    line), and one summary line."""
+
+    summary: dict[str, Any]
+    errors: list[str]
+    line: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """An on-disk data set format.
+
+    generate(path, *, seed, sizes, progress) -> Path writes a data set in this format (and a
+        dataset.json manifest) at `path`, which must not exist; `sizes` maps the names in
+        `sizes` below to counts (missing ones take these defaults).
+    check(path) -> CheckReport reads everything and reports each problem.
+    read(path) -> the format's data set object.
+    """
+
+    name: str
+    description: str
+    generate: Ref
+    check: Ref
+    read: Ref | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    size_help: Mapping[str, str] = field(default_factory=dict)
+    describe: Ref | None = None  # describe(sizes) -> "40 images (10 folds of 4)", for messages
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the solution can build: `build(**kwargs)` returns it (with `weights` loaded when
+    the solution ships them); `split` names the layer after which veil.privacy may split it."""
+
+    name: str
+    description: str
+    build: Ref
+    weights: Path | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score: `score(predictions, truth)`, higher is better unless said otherwise. With
+    `files`, both are paths, and the platform offers `veil solutions NAME score PRED TRUTH`."""
+
+    name: str
+    score: Ref
+    higher_is_better: bool = True
+    files: bool = False  # score(PRED path, TRUTH path) -> {name: value}
+    description: str = ""
+    shown: Sequence[str] = ()  # with files: the values printed on stdout (default: all)
+
+
+@dataclass
+class Rendered:
+    """A job's outcome as a person reads it (lines on stdout, notes on stderr) and as a script
+    reads it (`data`, printed with --json), with the exit code."""
+
+    lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    data: Any = None
+    code: int = 0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job: a config dataclass and `run(config, context) -> veil.train.JobOutput`, run by
+    the job-on-a-volume runner.
+
+    prepare(config, context) checks the config and the data before any run is recorded.
+    name_for(config) -> str names a run (default: the job's name).
+    k8s(config, target, options, *, data) -> {file name: object} writes the job for a cluster;
+        `k8s_options` is the dataclass of its own options, `k8s_defaults` overrides the
+        namespace, gpus or image of `veil.k8s.Target`.
+    snapshot: whether runs snapshot their volume by default; metric: the headline metric.
+    """
+
+    name: str
+    description: str
+    config: type
+    run: Ref
+    prepare: Ref | None = None
+    name_for: Ref | None = None
+    experiment: str | None = None  # MLflow experiment (default: the solution's name)
+    metric: str | None = None
+    snapshot: bool = False
+    snapshot_flags: Sequence[str] = ()  # other spellings of --snapshot/--no-snapshot
+    data_flags: Sequence[str] = ()  # other spellings of --data
+    out_required: bool = False
+    k8s: Ref | None = None
+    k8s_options: type | None = None
+    k8s_defaults: Mapping[str, Any] = field(default_factory=dict)
+    render: Ref | None = None  # render(veil.train.JobResult) -> Rendered
+
+
+@dataclass(frozen=True)
+class Solution:
+    """One reference solution: what it is, its data formats, models, metrics and jobs, and
+    optional hooks (a privacy task module, a serving spec, a benchmark script)."""
+
+    name: str
+    report: str  # e.g. "TR-4904"
+    description: str
+    formats: Sequence[DatasetFormat] = ()
+    models: Sequence[ModelSpec] = ()
+    metrics: Sequence[Metric] = ()
+    jobs: Sequence[JobSpec] = ()
+    # a module whose import registers a veil.privacy task; veil.privacy finds it through the
+    # registration module's SOLUTION attribute, so registering a solution imports no torch
+    privacy_task: str | None = None
+    serving: Ref | None = None  # export(volume, ...) writing Triton models
+    benchmark: str | None = None  # a script under benchmarks/
+
+    def format(self, name: str | None = None) -> DatasetFormat:
+        if not self.formats:
+            raise NotFound(f"solution {self.name!r} has no data set format")
+        if name is None:
+            return self.formats[0]
+        return _one(self.formats, name, f"data set format of {self.name}")
+
+    def model(self, name: str | None = None) -> ModelSpec:
+        if not self.models:
+            raise NotFound(f"solution {self.name!r} has no model")
+        if name is None:
+            return self.models[0]
+        return _one(self.models, name, f"model of {self.name}")
+
+    def job(self, name: str) -> JobSpec:
+        return _one(self.jobs, name, f"job of {self.name}")
+
+    def metric(self, name: str | None = None) -> Metric:
+        if not self.metrics:
+            raise NotFound(f"solution {self.name!r} has no metric")
+        if name is None:
+            return self.metrics[0]
+        return _one(self.metrics, name, f"metric of {self.name}")
+
+
+def _one(items: Sequence[Any], name: str, what: str) -> Any:
+    for it in items:
+        if it.name == name:
+            return it
+    known = ", ".join(it.name for it in items) or "none"
+    raise NotFound(f"no {what} named {name!r} (known: {known})")
+
+
+_SOLUTIONS: dict[str, Solution] = {}
+_loaded = False
+
+
+def register(solution: Solution) -> Solution:
+    """Make `solution` known to `veil solutions ...` (called by its registration module)."""
+    for job in solution.jobs:
+        if not dataclasses.is_dataclass(job.config):
+            raise TypeError(f"{solution.name}: job {job.name}'s config must be a dataclass")
+    _SOLUTIONS[solution.name] = solution
+    return solution
+
+
+def load_entry_points() -> None:
+    """Import every registration module named in entry-point group `veil.solutions` (once)."""
+    global _loaded
+    if _loaded:
+        return
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        importlib.import_module(ep.module)
+    _loaded = True
+
+
+def get_solution(name: str) -> Solution:
+    load_entry_points()
+    if name not in _SOLUTIONS:
+        known = ", ".join(sorted(_SOLUTIONS)) or "none"
+        raise NotFound(f"no solution {name!r}; registered: {known}")
+    return _SOLUTIONS[name]
+
+
+def list_solutions() -> list[Solution]:
+    load_entry_points()
+    return [_SOLUTIONS[n] for n in sorted(_SOLUTIONS)]
+
+
+def create_model(solution: str, name: str | None = None, **kwargs: Any) -> Any:
+    """Build solution `solution`'s model `name` (default: its first), timm-style."""
+    spec = get_solution(solution).model(name)
+    return resolve(spec.build)(**kwargs)
+
+
+def sizes_for(fmt: DatasetFormat, sizes: Mapping[str, int] | None) -> dict[str, int]:
+    """`sizes` completed with the format's defaults; an unknown name is a one-line error."""
+    sizes = dict(sizes or {})
+    unknown = set(sizes) - set(fmt.sizes)
+    if unknown:
+        raise InvalidArgument(f"unknown size(s) {', '.join(sorted(unknown))} for {fmt.name} "
+                              f"(known: {', '.join(fmt.sizes) or 'none'})")
+    return {**fmt.sizes, **sizes}

@@ -1,0 +1,35 @@
+"""Training and batch jobs: the torchrun/DDP launcher and what runs inside a replica (rank,
+process group, rank-0 atomic checkpoints, the epoch log), configuration dataclasses saved
+beside a run and read from the environment on Kubernetes, and the job-on-a-volume runner
+(data on a volume, an MLflow run with lineage, a snapshot on success).
+
+Importing this package does not import torch; the replica helpers import it when called."""
+
+from veil.train._config import from_env, load, ref, resolve, save, to_env
+from veil.train._job import JobContext, JobOutput, JobResult, run_job, stamp
+from veil.train._launch import LaunchResult, TrainingFailed, failure_summary, launch
+from veil.train._replica import EpochLog, Replica, atomic_save, barrier, leave, replica
+
+__all__ = [
+    "EpochLog",
+    "JobContext",
+    "JobOutput",
+    "JobResult",
+    "LaunchResult",
+    "Replica",
+    "TrainingFailed",
+    "atomic_save",
+    "barrier",
+    "failure_summary",
+    "from_env",
+    "launch",
+    "leave",
+    "load",
+    "ref",
+    "replica",
+    "resolve",
+    "run_job",
+    "save",
+    "stamp",
+    "to_env",
+]

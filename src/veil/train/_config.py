@@ -1,0 +1,107 @@
+"""Training configurations: dataclasses saved beside the run, and read from the environment on
+Kubernetes (each field from an upper-case variable, or the name in its `env` metadata)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from veil.errors import InvalidArgument
+
+
+def ref(obj: Any) -> str:
+    """'module:qualname' of a class or function (how a worker finds it again)."""
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def resolve(spec: str) -> Any:
+    """The object named 'module:attr' (or 'module.attr')."""
+    module, sep, attr = spec.partition(":")
+    if not sep:
+        module, _, attr = spec.rpartition(".")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise InvalidArgument(f"cannot import {module!r} (named by {spec!r}): {e}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise InvalidArgument(f"{module!r} has no {attr!r} (named by {spec!r})") from None
+    return obj
+
+
+def env_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("env", f.name.upper())
+
+
+def _base(tp: Any) -> Any:
+    """int for `int | None`, etc."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return tp
+
+
+def _parse(text: str, tp: Any, name: str) -> Any:
+    tp = _base(tp)
+    if tp is bool:
+        low = text.strip().lower()
+        if low not in ("true", "false", "1", "0", "yes", "no"):
+            raise InvalidArgument(f"{name} must be true or false, not {text!r}")
+        return low in ("true", "1", "yes")
+    try:
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be a number, not {text!r}") from None
+    if tp is Path:
+        return Path(text)
+    return text
+
+
+def from_env(cls: type, environ: Mapping[str, str] | None = None) -> Any:
+    """An instance of dataclass `cls` from environment variables: a field without a default must
+    be set; others keep their default when unset."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        name = env_name(f)
+        if name in environ:
+            kwargs[f.name] = _parse(environ[name], hints[f.name], name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise InvalidArgument(f"environment variable {name} is not set")
+    return cls(**kwargs)
+
+
+def to_env(config: Any) -> dict[str, Any]:
+    """The environment variables that `from_env` reads back into `config`."""
+    return {env_name(f): getattr(config, f.name) for f in dataclasses.fields(config)
+            if getattr(config, f.name) is not None}
+
+
+def save(config: Any, path: Path) -> Path:
+    """Write `config` as JSON, with its class, so `load` rebuilds it."""
+    body = {"class": ref(type(config)), "fields": dataclasses.asdict(config)}
+    path.write_text(json.dumps(body, indent=2, default=str) + "\n")
+    return path
+
+
+def load(path: Path) -> Any:
+    body = json.loads(Path(path).read_text())
+    cls = resolve(body["class"])
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for k, v in body["fields"].items():
+        fields[k] = Path(v) if v is not None and _base(hints.get(k)) is Path else v
+    return cls(**fields)
