@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from veil.solutions.lane_detection import generate
-from veil.solutions.lane_detection._train import TrainConfig, launch
+from veil.solutions.lane_detection import TrainConfig, generate, launch
 
 
 def main() -> None:
@@ -55,7 +54,7 @@ def main() -> None:
                           epochs=args.scaling_epochs, batch_size=8, threads=1,
                           num_workers=args.num_workers, use_workers=args.num_workers > 0,
                           use_val=False)
-        res = launch(cfg, procs, echo=lambda m, n=procs: print(f"  [{n} proc] {m}",
+        res = launch(cfg, procs, log=lambda m, n=procs: print(f"  [{n} proc] {m}",
                                                                 flush=True))
         rows = res.metrics["epochs"][1:] or res.metrics["epochs"]
         result["scaling"][str(procs)] = {
@@ -74,7 +73,7 @@ def main() -> None:
     cfg = TrainConfig(data=str(data), out=str(work / "accuracy"), epochs=args.epochs,
                       batch_size=8, threads=2, num_workers=args.num_workers,
                       use_workers=args.num_workers > 0, use_val=True, val_every=1)
-    res = launch(cfg, 1, echo=lambda m: print(f"  {m}", flush=True))
+    res = launch(cfg, 1, log=lambda m: print(f"  {m}", flush=True))
     elapsed, reached = 0.0, None
     for r in res.metrics["epochs"]:
         elapsed += r["seconds"]

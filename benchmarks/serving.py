@@ -61,28 +61,28 @@ def main() -> None:
     from veil import serve
     from veil.privacy import Obfuscator
     from veil.serve import Client, PrivateClient
-    from veil.solutions.face_privacy import _model, _serving, _synth
+    from veil.solutions import face_privacy as fp
 
     rng = np.random.default_rng(0)
-    frames = [_synth.render(rng, (640, 480))[0] for _ in range(16)]
-    model = _model.load_model("cpu")
-    x = torch.stack([_model.to_input(f) for f in frames[:4]])
+    frames = [fp.render(rng, (640, 480))[0] for _ in range(16)]
+    model = fp.load_model("cpu")
+    x = torch.stack([fp.to_input(f) for f in frames[:4]])
     obf = Obfuscator(0.8, epochs=0).fit(model, [(x, None)], None)
-    _serving.export_models("triton-model-repo")
+    fp.export_models("triton-model-repo")
     t0 = time.perf_counter()
     info = serve.start("triton-model-repo", name="bench")
     print(f"server ready in {time.perf_counter() - t0:.1f} s: http {info.http}, grpc "
           f"{info.grpc}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs", flush=True)
-    kw = dict(preprocess=_model.to_input,
-              postprocess=lambda outs, items: _model.postprocess(
+    kw = dict(preprocess=fp.to_input,
+              postprocess=lambda outs, items: fp.postprocess(
                   outs[0], outs[1], [f.shape[:2] for f in items]),
-              input_shape=(3, _model.INPUT, _model.INPUT))
+              input_shape=(3, fp.INPUT, fp.INPUT))
 
     def make(kind: str, protocol: str):
         if kind == "private":
-            return PrivateClient("bench", _serving.NOISY, model, obf, protocol=protocol, **kw)
-        return Client("bench", _serving.BASE, model, protocol=protocol, **kw)
+            return PrivateClient("bench", fp.NOISY, model, obf, protocol=protocol, **kw)
+        return Client("bench", fp.BASE, model, protocol=protocol, **kw)
 
     result: dict = {"server": info.to_json(), "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "frame": [480, 640], "batch1": {}, "sweep": {},
@@ -193,10 +193,10 @@ def main() -> None:
                 boxes, scores = dets[0]
                 assert boxes.ndim == 2 and boxes.shape[1] == 4 and len(scores) == len(boxes)
 
-            with Client("bench", _serving.NOISY, protocol="http") as c:
+            with Client("bench", fp.NOISY, protocol="http") as c:
                 before = c.statistics()["model_stats"][0]["inference_count"]
             r = load("private", "mixed", conc, args.sustain, check)
-            with Client("bench", _serving.NOISY, protocol="http") as c:
+            with Client("bench", fp.NOISY, protocol="http") as c:
                 after = c.statistics()["model_stats"][0]["inference_count"]
             r["server_inference_count"] = after - before
             result["sustained"] = {"clients": conc, "protocols": protocols, **r}

@@ -267,7 +267,7 @@ def test_kai_scheduler_objects_for_the_projects_and_jobs(home, tmp_path, capsys)
     submit_lines(capsys, "a-1-g -g 1 -p team-a\nb-1-g06 -g 0.6 --interactive -p team-b")
     assert veil(capsys, "submit", "mpi", "-p", "team-d", "-g", "1", "--processes", "3", "--",
                 "python", "train.py")[0] == 0
-    assert veil(capsys, "list", "--emit-k8s", str(tmp_path / "k8s"))[0] == 0
+    assert veil(capsys, "export", "k8s", str(tmp_path / "k8s"))[0] == 0
     qs = list(yaml.safe_load_all((tmp_path / "k8s" / "queues.yaml").read_text()))
     assert qs[0]["metadata"]["name"] == "veil" and qs[0]["spec"]["resources"]["gpu"]["quota"] == 16
     by = {q["metadata"]["name"]: q["spec"] for q in qs[1:]}

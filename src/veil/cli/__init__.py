@@ -8,7 +8,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import pool, privacy, sched, serve, snapshot, solutions, volume
+from veil.cli import export, pool, privacy, sched, serve, snapshot, solutions, volume
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.cli.lineage import lineage
@@ -27,6 +27,7 @@ app.add_typer(pool.app, name="pool")
 app.add_typer(privacy.app, name="privacy")
 solutions.install(app)  # veil solutions NAME ... and veil train NAME, from the registry
 app.add_typer(serve.app, name="serve")
+app.add_typer(export.app, name="export")
 app.command("doctor")(doctor)
 app.command("lineage")(lineage)
 app.add_typer(sched.project_app, name="project")

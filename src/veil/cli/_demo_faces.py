@@ -14,7 +14,7 @@ import time
 from veil import data
 from veil.cli._demo import _fresh_home, _say, _veil
 from veil.cli._render import console
-from veil.errors import VeilError
+from veil.errors import require_extra
 
 # Sizes that keep the whole demo within 10 minutes on 2 CPU cores.
 TEST_PER_FOLD, FIT_PER_FOLD, ATTACK_PER_FOLD = 15, 6, 30
@@ -22,11 +22,7 @@ ATTACK_ALPHAS = "0.8,0.95"
 
 
 def run_face_demo() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise VeilError("the demo needs PyTorch: pip install 'veil[torch]' (make demo does)"
-                        ) from None
+    require_extra("torch", "torch", "the demo")
     t0 = time.perf_counter()
     home = _fresh_home()
     os.environ["VEIL_HOME"] = str(home)
@@ -64,7 +60,7 @@ def run_face_demo() -> None:
 
     _say("6. The results volume's snapshots: one per job, labelled with ALPHA and mAP.")
     _veil("snapshot", "list", "inference-results")
-    _veil("solutions", "face-privacy", "evaluate", "--emit-k8s", str(home / "k8s"), "--dataset",
+    _veil("solutions", "face-privacy", "export", "k8s", str(home / "k8s"), "--dataset",
           "FDDB", "--alphas", "0.8")
     console.print(f"\nPlots: {work / 'evaluate.png'}, {work / 'attack.png'}; image grid: "
                   f"{work / 'attack-grid.png'}")

@@ -10,10 +10,10 @@ from veil.cli._render import console, print_json
 
 
 def _run_line(r) -> str:
-    acc = r.metrics.get("test_Accuracy")
-    acc_s = f", accuracy {acc:.4f}" if acc is not None else ""
-    return (f"  run {r.run_id} ({r.name}, {r.status.lower()}, {r.start}{acc_s}): data "
-            f"{r.data_volume or '-'}:{r.tags.get('veil.data_path', '-')}")
+    head = r.headline
+    score = f", {head[0]} {head[1]:.4f}" if head else ""
+    return (f"  run {r.run_id} ({r.name}, {r.status.lower()}, {r.start}{score}): data "
+            f"{r.data_volume or '-'}:{r.data_path or '-'}")
 
 
 def lineage(
@@ -32,13 +32,12 @@ def lineage(
             return print_json(lin)
         console.print(f"run {r.run_id} ({r.name}, {r.experiment}, {r.status.lower()}, "
                       f"{r.start})", markup=False)
-        console.print(f"  data: volume {r.data_volume or '-'}, path "
-                      f"{r.tags.get('veil.data_path', '-')}", markup=False)
+        console.print(f"  data: volume {r.data_volume or '-'}, path {r.data_path or '-'}",
+                      markup=False)
         console.print(f"  data came from snapshot: {r.data_snapshot or '-'}", markup=False)
         console.print(f"  produced snapshot: {r.output_snapshot or '-'}", markup=False)
-        shown = {k: v for k, v in sorted(r.metrics.items()) if k.startswith("test_")}
-        if shown:
-            console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()),
+        if r.metrics:
+            console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items())),
                           markup=False)
         return
     from veil import data

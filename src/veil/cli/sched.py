@@ -137,18 +137,10 @@ def list_(
     project: str = typer.Option(None, "--project", "-p", help="Only this project's jobs."),
     all_states: bool = typer.Option(False, "--all", help="Also finished and deleted jobs."),
     as_json: bool = JSON,
-    emit_k8s: Path = typer.Option(None, "--emit-k8s", help="Instead, write KAI-Scheduler "
-                                  "Queues for the projects and Pods for the active jobs here."),
-    namespace: str = typer.Option("default", "--namespace", help="With --emit-k8s."),
-    image: str = typer.Option("veil:latest", "--image", help="With --emit-k8s."),
 ) -> None:
-    """Jobs, as `runai list`: status, node, type, project, GPUs, service URL."""
+    """Jobs, as `runai list`: status, node, type, project, GPUs, service URL (for Kubernetes:
+    veil export k8s)."""
     from veil import sched
-
-    if emit_k8s is not None:
-        for f in sched.emit_k8s(emit_k8s, namespace=namespace, image=image):
-            console.print(f"wrote {f}", markup=False)
-        return
 
     rows = sched.list_jobs(project=project, all_states=all_states)
     if as_json:

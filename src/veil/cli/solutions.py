@@ -260,7 +260,8 @@ def _job(sol, job) -> Callable:
         from veil.progress import TqdmProgress
         from veil.train import run_job
 
-        require_extra("torch", "torch", f"veil solutions {sol.name} {job.name}")
+        for module, extra in job.needs.items():
+            require_extra(module, extra, f"veil solutions {sol.name} {job.name}")
         cfg = _build(job.config, kw, prefix="cfg_")
         name = kw["job_name"] or (resolve(job.name_for)(cfg) if job.name_for else sol.name)
         snapshot = kw["snapshot"]

@@ -20,6 +20,7 @@ from veil.data._api import (
     list_volumes,
     restore_snapshot,
     snapshot_path,
+    stored_bytes,
     volume_path,
 )
 from veil.data._doctor import (
@@ -64,6 +65,7 @@ __all__ = [
     "resolve_path",
     "restore_snapshot",
     "snapshot_path",
+    "stored_bytes",
     "validate_name",
     "volume_path",
 ]

@@ -543,3 +543,11 @@ __all__ = [
     "snapshot_path",
     "volume_path",
 ]
+
+
+def stored_bytes(*, home: Path | str | None = None) -> int | None:
+    """Bytes the home's snapshots occupy in the copy driver's content store (None for drivers
+    whose snapshots share blocks with the filesystem: btrfs, reflink)."""
+    driver = _Home(home).driver()
+    measure = getattr(driver, "stored_bytes", None)
+    return measure() if callable(measure) else None

@@ -13,28 +13,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from veil.errors import InvalidArgument
-
-_K8S = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+from veil import k8s
 
 
 def queues(projects, capacity: float) -> list[dict]:
-    unlimited = {"quota": -1, "overQuotaWeight": 1, "limit": -1}
-    out = [{"apiVersion": "scheduling.run.ai/v2", "kind": "Queue",
-            "metadata": {"name": "veil"},
-            "spec": {"displayName": "veil projects", "resources": {
-                "gpu": {"quota": capacity, "overQuotaWeight": 1, "limit": -1},
-                "cpu": dict(unlimited), "memory": dict(unlimited)}}}]
+    out = [k8s.queue("veil", quota=capacity, display_name="veil projects")]
     for p in projects:
-        out.append({"apiVersion": "scheduling.run.ai/v2", "kind": "Queue",
-                    "metadata": {"name": p.name},
-                    "spec": {"displayName": p.name, "parentQueue": "veil", "resources": {
-                        "gpu": {"quota": p.quota, "overQuotaWeight": p.over_quota_weight,
-                                "limit": -1 if p.limit is None else p.limit},
-                        "cpu": dict(unlimited), "memory": dict(unlimited)}}})
+        out.append(k8s.queue(k8s.check_name(p.name, f"project {p.name!r}"), quota=p.quota,
+                             over_quota_weight=p.over_quota_weight, limit=p.limit,
+                             parent="veil"))
     return out
 
 
@@ -42,48 +31,26 @@ def pods(job, *, namespace: str, image: str) -> list[dict]:
     out = []
     for rank in range(job.processes):
         name = job.name if job.processes == 1 else f"{job.name}-{rank}"
-        container: dict = {"name": "job", "image": image, "command": list(job.command)}
-        meta: dict = {"name": name, "namespace": namespace,
-                      "labels": {"kai.scheduler/queue": job.project, "veil/job": job.name}}
-        if job.gpus < 1:
-            meta["annotations"] = {"gpu-fraction": f"{job.gpus:g}"}
-        else:
-            container["resources"] = {"limits": {"nvidia.com/gpu": int(job.gpus)}}
-        if job.processes > 1:
-            container["env"] = [{"name": "RANK", "value": str(rank)},
-                                {"name": "WORLD_SIZE", "value": str(job.processes)}]
-        if job.port:
-            container["ports"] = [{"containerPort": job.port}]
-        out.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-                    "spec": {"schedulerName": "kai-scheduler",
-                             "priorityClassName": "build" if job.interactive else "train",
-                             "restartPolicy": "Never", "containers": [container]}})
+        env = {"RANK": rank, "WORLD_SIZE": job.processes} if job.processes > 1 else None
+        c = k8s.container("job", image, list(job.command), env_vars=env,
+                          gpus=job.gpus if job.gpus >= 1 else 0,
+                          ports=[job.port] if job.port else ())
+        out.append(k8s.pod(name, namespace, c, project=job.project, gpus=job.gpus,
+                           interactive=job.interactive, labels={"veil/job": job.name}))
     return out
 
 
 def emit(directory: Path, *, jobs: bool = True, namespace: str = "default",
          image: str = "veil:latest", home=None) -> list[Path]:
     """Write queues.yaml and, with `jobs`, pods-<job>.yaml for every active job."""
-    import yaml
-
     from veil.sched import _api
 
-    if not _K8S.fullmatch(namespace):
-        raise InvalidArgument(f"{namespace!r} is not a valid Kubernetes namespace")
+    k8s.check_name(namespace, "namespace")
     with _api.transaction(home) as db:
         projects = list(_api._projects(db).values())
         capacity = float(sum(n.gpus for n in _api._nodes(db)))
-    for p in projects:
-        if not _K8S.fullmatch(p.name):
-            raise InvalidArgument(f"project {p.name!r} is not a valid Kubernetes name")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = [directory / "queues.yaml"]
-    files[0].write_text(yaml.safe_dump_all(queues(projects, capacity), sort_keys=False))
+    docs: dict = {"queues.yaml": queues(projects, capacity)}
     if jobs:
         for j in _api.list_jobs(home=home):
-            f = directory / f"pods-{j.name}.yaml"
-            f.write_text(yaml.safe_dump_all(pods(j, namespace=namespace, image=image),
-                                            sort_keys=False))
-            files.append(f)
-    return files
+            docs[f"pods-{j.name}.yaml"] = pods(j, namespace=namespace, image=image)
+    return k8s.write(directory, docs)

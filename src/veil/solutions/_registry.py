@@ -134,6 +134,7 @@ class JobSpec:
     k8s_options: type | None = None
     k8s_defaults: Mapping[str, Any] = field(default_factory=dict)
     render: Ref | None = None  # render(veil.train.JobResult) -> Rendered
+    needs: Mapping[str, str] = field(default_factory=dict)  # module -> veil extra installing it
 
 
 @dataclass(frozen=True)

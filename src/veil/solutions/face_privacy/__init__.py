@@ -19,7 +19,8 @@ _LAZY = {
     "EvaluateConfig": "_job", "batch_evaluate": "_job", "obfuscator_for": "_job",
     "manifests": "_job", "ExportOptions": "_job",
     "loader": "_task", "images": "_task", "task_loss": "_task",
-    "serving_client": "_serving", "export_models": "_serving",
+    "serving_client": "_serving", "export_models": "_serving", "BASE": "_serving",
+    "NOISY": "_serving",
     "SOLUTION": "_solution",
 }
 _RENAMED = {"evaluate": "run", "batch_evaluate": "evaluate", "serving_client": "client",

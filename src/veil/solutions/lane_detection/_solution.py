@@ -117,6 +117,6 @@ SOLUTION = register(Solution(
         snapshot_flags=("--enable-snapshot/--no-enable-snapshot",), out_required=True,
         k8s="veil.solutions.lane_detection._k8s:manifests", k8s_options=ExportOptions,
         k8s_defaults={"namespace": "runai-lane-detection", "gpus": 1},
-        render=render_training)],
+        render=render_training, needs={"torch": "torch"})],
     benchmark="benchmarks/lane_training.py",
 ))

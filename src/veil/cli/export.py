@@ -1,0 +1,28 @@
+"""`veil export k8s DIR`: veil's projects and jobs as KAI-Scheduler objects for a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from veil.cli._render import console
+
+app = typer.Typer(help="Write veil's state for other engines (Kubernetes).",
+                  no_args_is_help=True)
+
+
+@app.command("k8s")
+def k8s(
+    directory: Path = typer.Argument(..., help="Folder to write the manifests into."),
+    jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="Also a Pod per process of every "
+                              "active job (else only the Queues)."),
+    namespace: str = typer.Option("default", "--namespace", help="For the Pods."),
+    image: str = typer.Option("veil:latest", "--image", help="Container image of the Pods."),
+) -> None:
+    """KAI-Scheduler Queues for the projects (quota, overQuotaWeight, limit) and Pods for the
+    active jobs. A solution's own jobs: veil solutions NAME export k8s DIR --project P."""
+    from veil.sched import emit_k8s
+
+    for f in emit_k8s(directory, jobs=jobs, namespace=namespace, image=image):
+        console.print(f"wrote {f}", markup=False)
