@@ -86,6 +86,7 @@ def test_a_failing_replica_leaves_no_model_and_no_snapshot(home, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "training failed" in err and "not a readable image" in err and labels[3].raw_file in err
+    assert re.search(r"training failed \(rank [01] of 2, exit 1\)", err), err  # who failed
     assert not (root.parent / "run" / "model.pt").exists()
     assert data.list_snapshots("tusimple") == []
     assert [r.status for r in track.runs()] == ["FAILED"]
