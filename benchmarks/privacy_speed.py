@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from veil.privacy import _measure, get_task
+from veil.privacy import bench, get_task, obfuscators
+from veil.progress import TqdmProgress
 
 
 def main() -> None:
@@ -37,13 +38,14 @@ def main() -> None:
     faces = args.task == "faces"
     data = args.workdir / ("data-speed-faces" if faces else "data-speed")
     if not (data / "dataset.json").exists():
-        task.generate(data, 0, {"train": 40, "attack": 10, "test": 10} if faces
-                      else {"train": 400, "attack": 1, "test": 1})
+        task.generate(data, 0, {"fit": 40, "attack": 10, "test": 10} if faces
+                      else {"fit": 400, "attack": 1, "test": 1})
     wd = args.workdir / ("speed-faces" if faces else "speed")
-    obf = _measure.obfuscators(task, data, [0.8], workdir=wd, distribution=args.distribution,
-                               epochs=1, device=args.device)[0.8]
-    r = _measure.bench(task, obf, repeats=args.repeats, obf_repeats=args.obf_repeats,
-                       device=args.device, verbose=True)
+    obf = obfuscators(task, data, [0.8], workdir=wd, distribution=args.distribution, epochs=1,
+                      device=args.device)[0.8]
+    with TqdmProgress() as progress:
+        r = bench(task, obf, repeats=args.repeats, obf_repeats=args.obf_repeats,
+                  device=args.device, progress=progress)
     shape, act = "x".join(map(str, r.input_shape)), "x".join(map(str, r.activation_shape))
     print(f"device {r.device}, {r.threads} threads, torch {torch.__version__}, input {shape}, "
           f"activation {act}")

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import torch
 
-from veil.privacy import _measure, get_task
+from veil.privacy import SEED_ALPHAS, attack, evaluate, get_task
+from veil.progress import TqdmProgress
 
-ALPHAS = (*_measure.SEED_ALPHAS, 0.97, 0.98, 0.99)
+ALPHAS = (*SEED_ALPHAS, 0.97, 0.98, 0.99)
 TARGET = {"shapes": 0.97, "faces": 0.95}  # metric at the SSIM <= 0.2 ALPHA, as a share of clean
 DEFAULT_WORKDIR = Path("benchmarks/out/privacy")
 
@@ -59,13 +60,13 @@ def main() -> None:
     task = get_task(args.task)
     faces = args.task == "faces"
     if faces:
-        sizes = ({"train": 50, "attack": 200, "test": 100} if args.quick
-                 else {"train": 100, "attack": 600, "test": 300})
+        sizes = ({"fit": 50, "attack": 200, "test": 100} if args.quick
+                 else {"fit": 100, "attack": 600, "test": 300})
         if args.workdir == DEFAULT_WORKDIR:
             args.workdir = Path("benchmarks/out/faces")
     else:
-        sizes = ({"train": 800, "attack": 600, "test": 300} if args.quick
-                 else {"train": 4000, "attack": 2000, "test": 1000})
+        sizes = ({"fit": 800, "attack": 600, "test": 300} if args.quick
+                 else {"fit": 4000, "attack": 2000, "test": 1000})
     data = args.workdir / ("data-quick" if args.quick else "data")
     if not (data / "dataset.json").exists():
         task.generate(data, 0, sizes)
@@ -78,14 +79,16 @@ def main() -> None:
     torch.manual_seed(0)
 
     t0 = time.time()
-    ev = _measure.evaluate(task, data, alphas, workdir=wd, distribution=args.distribution,
-                           epochs=args.epochs, draws=args.draws, verbose=True)
+    with TqdmProgress() as progress:
+        ev = evaluate(task, data, alphas, workdir=wd, distribution=args.distribution,
+                      epochs=args.epochs, draws=args.draws, progress=progress)
     t1 = time.time()
     attack_alphas = (tuple(float(a) for a in args.attack_alphas.split(","))
                      if args.attack_alphas else alphas)
-    at = _measure.attack(task, data, attack_alphas, workdir=wd, distribution=args.distribution,
-                         epochs=args.epochs, attack_epochs=attack_epochs, width=args.width,
-                         ks=[int(k) for k in args.ks.split(",")], verbose=True)
+    with TqdmProgress() as progress:
+        at = attack(task, data, attack_alphas, workdir=wd, distribution=args.distribution,
+                    epochs=args.epochs, attack_epochs=attack_epochs, width=args.width,
+                    ks=[int(k) for k in args.ks.split(",")], progress=progress)
     t2 = time.time()
 
     acc = {r.alpha: r.value for r in ev.rows}
@@ -97,9 +100,9 @@ def main() -> None:
           f"width {args.width}, {attack_epochs} epochs")
     extra = {}
     if faces:
-        from veil.solutions.face_privacy import _evaluate
+        from veil.solutions.face_privacy import evaluate as evaluate_faces
 
-        clean_ev = _evaluate.run(model, data)
+        clean_ev = evaluate_faces(model, data)
         extra = {"clean_map": clean_ev.map, "tpr_at_1000_fp": clean_ev.roc_tpr_at_1000,
                  "faces": clean_ev.faces, "images": clean_ev.images}
         print(f"clean: mAP {clean_ev.map:.4f} (target >= 0.93: "

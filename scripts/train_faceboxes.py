@@ -8,8 +8,9 @@ split (seed 2000), then trains on CPU in two stages:
 
 1. the whole network on clean 512 x 512 crops (see veil.solutions.face_privacy._train);
 2. the head frozen, the tail fine-tuned with Laplace noise at the split (0 to 8x each channel's
-   standard deviation, on three samples in four), so the server-side tail learns to read
-   through the obfuscator's noise while what an attacker inverts, the head, stays unchanged.
+   standard deviation, on three samples in four; veil.privacy.train_under_noise), so the
+   server-side tail learns to read through the obfuscator's noise while what an attacker
+   inverts, the head, stays unchanged.
    (Even noise at ALPHA a has a standard deviation of sqrt(a / (1 - a)) times the signal's:
    2x at 0.8, 4.4x at 0.95, 7x at 0.98.)
 
@@ -27,18 +28,24 @@ from pathlib import Path
 
 import torch
 
-from veil.solutions.face_privacy import _faceboxes, _fddb, _metrics, _model, _synth, _train
+from veil.privacy import split_at
+from veil.progress import TqdmProgress
+from veil.solutions import face_privacy as fp
+
+# Not exported by veil.solutions.face_privacy: the architecture, the training recipe and the
+# shipped weights' path, which exist for this script.
+from veil.solutions.face_privacy import _faceboxes, _model, _train
 
 
-def validate(net, dataset: _fddb.FddbDataset) -> float:
-    model = _model.split_at(net, "head").eval()
+def validate(net, dataset: fp.FddbDataset) -> float:
+    model = split_at(net, "head").eval()
     aps = []
     for fold in dataset.folds:
-        images = [_fddb.load_image(im) for im in fold.images]
+        images = [fp.load_image(im) for im in fold.images]
         dets = []
-        for chunk in _model.batched(images, 8):
-            dets += _model.detect(model, chunk)
-        aps.append(_metrics.average_precision(dets, [im.ellipses for im in fold.images]))
+        for i in range(0, len(images), 8):
+            dets += fp.detect(model, images[i:i + 8])
+        aps.append(fp.average_precision(dets, [im.ellipses for im in fold.images]))
     return sum(aps) / len(aps)
 
 
@@ -46,6 +53,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/veil-faceboxes"))
     p.add_argument("--images-per-fold", type=int, default=150)
+    p.add_argument("--val-images-per-fold", type=int, default=20)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--tail-epochs", type=int, default=15)
     p.add_argument("--noise", type=float, default=8.0)
@@ -60,23 +68,27 @@ def main() -> None:
     t0 = time.perf_counter()
     train_root, val_root = args.work / "train", args.work / "val"
     if not train_root.exists():
-        _synth.generate(train_root, seed=1000, images_per_fold=args.images_per_fold)
+        fp.generate(train_root, seed=1000, images_per_fold=args.images_per_fold)
     if not val_root.exists():
-        _synth.generate(val_root, seed=2000, images_per_fold=20)
-    data = _train.samples(_fddb.read_fddb(train_root))
-    val = _fddb.read_fddb(val_root)
+        fp.generate(val_root, seed=2000, images_per_fold=args.val_images_per_fold)
+    data = _train.samples(fp.read_fddb(train_root))
+    val = fp.read_fddb(val_root)
     print(f"{len(data)} training images, {sum(len(s.boxes) for s in data)} faces "
           f"({time.perf_counter() - t0:.0f} s)")
     net = _faceboxes.faceboxes()
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     else:
-        _train.train(net, data, epochs=args.epochs, lr=args.lr, size=args.size, seed=1)
+        with TqdmProgress() as progress:
+            _train.train(net, data, epochs=args.epochs, lr=args.lr, size=args.size, seed=1,
+                         progress=progress, log=print)
         torch.save(net.state_dict(), args.work / "stage1.pt")
     print(f"stage 1: validation mAP {validate(net, val):.4f} ({time.perf_counter() - t0:.0f} s)")
     if args.tail_epochs:
-        _train.train(net, data, epochs=args.tail_epochs, lr=args.lr / 4, size=args.size, seed=2,
-                     noise_max=args.noise, noisy_share=args.noisy_share, freeze_head=True)
+        with TqdmProgress() as progress:
+            _train.train(net, data, epochs=args.tail_epochs, lr=args.lr / 4, size=args.size,
+                         seed=2, noise_max=args.noise, noisy_share=args.noisy_share,
+                         freeze_head=True, progress=progress, log=print)
         print(f"stage 2: validation mAP {validate(net, val):.4f} "
               f"({time.perf_counter() - t0:.0f} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import statistics
@@ -10,26 +11,44 @@ import pytest
 import torch
 from torch import nn
 
+import veil.privacy
 from veil.errors import InvalidArgument, NotFound
 from veil.privacy import (
+    SHAPES_WEIGHTS,
     IncompatibleObfuscator,
     Obfuscator,
     SplitModel,
     _attack,
-    _measure,
-    _shapes,
+    attack,
+    evaluate,
     get_task,
+    shapes_cnn,
     split_at,
+    train_under_noise,
 )
 from veil.privacy._metrics import information_bound, psnr, ssim
 
 TASK = get_task("shapes")
 
 
+class Recorder:
+    """A veil.progress.Progress that keeps (total, advanced) per phase."""
+
+    def __init__(self):
+        self.phases: list[tuple[int, int]] = []
+
+    def start(self, total: int, description: str) -> None:
+        self.phases.append((total, 0))
+
+    def advance(self, n: int = 1) -> None:
+        total, done = self.phases[-1]
+        self.phases[-1] = (total, done + n)
+
+
 @pytest.fixture(scope="session")
 def shapes_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("shapes") / "data"
-    return _shapes.generate(path, seed=3, sizes={"train": 480, "attack": 480, "test": 240})
+    return TASK.generate(path, seed=3, sizes={"fit": 480, "attack": 480, "test": 240})
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +58,12 @@ def model():
 
 def fit(model, data, alpha=0.9, epochs=2, **kw):
     obf = Obfuscator(alpha, epochs=epochs, random_state=kw.pop("random_state", 0), **kw)
-    return obf.fit(model, TASK.loader(data, "train", 96, True), TASK.task_loss)
+    return obf.fit(model, TASK.loader(data, TASK.splits["fit"], 96, True), TASK.task_loss)
 
 
 # ---------------------------------------------------------------------- splitting
 def test_split_at_keeps_the_model_function(model):
-    net = _shapes.shapes_cnn().eval()
+    net = shapes_cnn().eval()
     split = split_at(net, "relu2")
     x = torch.rand(4, 3, 32, 32)
     assert list(dict(split.head.named_children())) == ["norm", "conv1", "bn1", "relu1", "conv2",
@@ -70,7 +89,7 @@ def test_split_at_a_nested_layer():
 ])
 def test_split_at_refuses_bad_layers(layer, message):
     with pytest.raises(InvalidArgument, match=message):
-        split_at(_shapes.shapes_cnn(), layer)
+        split_at(shapes_cnn(), layer)
 
 
 def test_split_at_needs_a_sequential():
@@ -79,9 +98,9 @@ def test_split_at_needs_a_sequential():
 
 
 def test_identity_changes_with_the_weights():
-    a = split_at(_shapes.shapes_cnn(), "relu2", name="m")
-    b = split_at(_shapes.shapes_cnn(), "relu2", name="m")
-    c = split_at(_shapes.shapes_cnn(), "relu3", name="m")
+    a = split_at(shapes_cnn(), "relu2", name="m")
+    b = split_at(shapes_cnn(), "relu2", name="m")
+    c = split_at(shapes_cnn(), "relu3", name="m")
     assert a.identity["fingerprint"] != b.identity["fingerprint"]  # fresh random weights
     b.load_state_dict(a.state_dict())
     assert a.identity == b.identity
@@ -157,7 +176,7 @@ def test_transform_works_inside_and_outside_inference_mode(model, shapes_data):
 
 
 def test_a_one_shot_iterator_is_refused_not_fitted_on_nothing(model, shapes_data):
-    batches = iter(list(TASK.loader(shapes_data, "train", 96)))
+    batches = iter(list(TASK.loader(shapes_data, TASK.splits["fit"], 96)))
     with pytest.raises(InvalidArgument, match="re-iterable"):
         Obfuscator(0.5, epochs=1).fit(model, batches, TASK.task_loss)
 
@@ -193,7 +212,7 @@ def test_fitting_moves_the_budget_to_the_channels_the_tail_reads(shapes_data, tm
         total = 0.0
         with torch.no_grad():
             for _ in range(5):
-                for x, y in TASK.loader(shapes_data, "train", 240):
+                for x, y in TASK.loader(shapes_data, TASK.splits["fit"], 240):
                     out = model.forward_tail(obf.transform(model.forward_head(x)))
                     total += float(TASK.task_loss(out, y))
         return total
@@ -283,12 +302,12 @@ def test_save_replaces_an_earlier_save(model, shapes_data, tmp_path):
 
 def test_loading_against_another_model_or_layer_fails_clearly(model, shapes_data, tmp_path):
     fit(model, shapes_data, alpha=0.5, epochs=0).save(tmp_path / "o")
-    other = split_at(_shapes.shapes_cnn(), "relu4", name="shapes-cnn")
+    other = split_at(shapes_cnn(), "relu4", name="shapes-cnn")
     with pytest.raises(IncompatibleObfuscator, match="fitted for model 'shapes-cnn' split at "
                                                      "'relu4' \\(fingerprint"):
         Obfuscator.load(tmp_path / "o", other)
-    net = _shapes.shapes_cnn()
-    net.load_state_dict(torch.load(_shapes.WEIGHTS, weights_only=True))
+    net = shapes_cnn()
+    net.load_state_dict(torch.load(SHAPES_WEIGHTS, weights_only=True))
     with pytest.raises(IncompatibleObfuscator, match="not for model 'shapes-cnn' split at 'relu3'"):
         Obfuscator.load(tmp_path / "o", split_at(net, "relu3", name="shapes-cnn"))
 
@@ -353,8 +372,9 @@ def test_information_bound_is_the_gaussian_channel_capacity():
 
 
 def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
-    r = _measure.attack(TASK, shapes_data, [0.5, 0.95], workdir=tmp_path, epochs=1,
-                        attack_epochs=6, width=48, ks=(1, 4))
+    progress = Recorder()
+    r = attack(TASK, shapes_data, [0.5, 0.95], workdir=tmp_path, epochs=1, attack_epochs=6,
+               width=48, ks=(1, 4), progress=progress)
     psnrs = [row.psnr for row in r.rows]
     assert [row.alpha for row in r.rows] == [0.0, 0.5, 0.95]
     assert psnrs[0] > psnrs[1] > psnrs[2]
@@ -366,10 +386,12 @@ def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
         assert (tmp_path / f).stat().st_size > 1000
     saved = json.loads((tmp_path / "attack.json").read_text())
     assert saved["rows"][0]["bits_per_element"] is None  # infinite: clean
+    # two obfuscators fitted for one epoch each, then four decoders (clean, 0.5, 0.95, k=4)
+    assert progress.phases == [(1, 1), (1, 1), (4 * 6, 4 * 6)]
 
 
 def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tmp_path):
-    r = _measure.evaluate(TASK, shapes_data, [0.2, 0.97], workdir=tmp_path, epochs=1, draws=3)
+    r = evaluate(TASK, shapes_data, [0.2, 0.97], workdir=tmp_path, epochs=1, draws=3)
     assert [row.alpha for row in r.rows] == [None, 0.2, 0.97]
     # three scored draws per ALPHA, their spread their standard deviation (it may be 0 when the
     # model is robust enough that every draw scores alike; fresh noise is tested above)
@@ -379,10 +401,10 @@ def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tm
     assert r.rows[1].value >= r.rows[2].value - 0.05
     saved = tmp_path / "obfuscators" / "laplace-alpha-0.97" / "config.json"
     stamp = saved.stat().st_mtime_ns
-    again = _measure.evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=1)
+    again = evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=1)
     assert saved.stat().st_mtime_ns == stamp
     refits = []
-    _measure.evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=2, log=refits.append)
+    evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=2, log=refits.append)
     assert saved.stat().st_mtime_ns != stamp and "fitted for 1 epochs" in refits[0]
     assert again.clean == r.clean
     assert json.loads((tmp_path / "evaluate.json").read_text())["metric"] == "accuracy"
@@ -396,3 +418,107 @@ def test_the_attack_decoder_inverts_clean_activations_better_than_a_guess(model,
     guess = test.images.mean(0, keepdim=True).expand_as(test.images)  # the average image
     assert p > float(psnr(guess, test.images).mean()) + 0.5
     assert s > float(ssim(guess, test.images).mean()) + 0.05
+
+
+# ---------------------------------------------------------------------- training under noise
+def _light(seed=0):
+    torch.manual_seed(seed)
+    return split_at(shapes_cnn(tail="light"), "relu4", name="light")
+
+
+def test_training_under_noise_with_a_frozen_head_changes_only_the_tail(shapes_data):
+    model = _light()
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    tail = {k: v.clone() for k, v in model.tail.state_dict().items()}
+    batches = TASK.loader(shapes_data, TASK.splits["fit"], 96, True)
+    progress, lines, seen = Recorder(), [], []
+
+    def validate(m):
+        seen.append(m.training)
+        return 0.5
+
+    losses = train_under_noise(model, batches, TASK.task_loss, epochs=2, lr=1e-2,
+                               validate=validate, progress=progress, log=lines.append)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    # the head, batch-norm statistics included, is what it was: what an attacker inverts
+    assert all(torch.equal(head[k], v) for k, v in model.head.state_dict().items())
+    assert not all(torch.equal(tail[k], v) for k, v in model.tail.state_dict().items())
+    assert progress.phases == [(2 * len(batches), 2 * len(batches))]
+    assert lines[0].startswith("epoch 1/2  loss ") and "validation 0.5000" in lines[1]
+    assert seen == [False, False] and not model.training
+
+
+def test_training_noise_has_random_strength_on_a_share_of_the_samples():
+    # head: a fixed 1x1 convolution; tail: one that sees (and records) the noisy activation
+    model = SplitModel(nn.Conv2d(3, 4, 1), nn.Sequential(
+        nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+    x = torch.rand(64, 3, 16, 16)
+    with torch.no_grad():
+        clean = model.forward_head(x)
+    sent = []
+    model.tail.register_forward_pre_hook(lambda _m, args: sent.append(args[0].detach()))
+    batches = [(x, torch.zeros(64, dtype=torch.long))]
+    train_under_noise(model, batches, nn.functional.cross_entropy, epochs=1, noise_max=5.0,
+                      noisy_share=0.5, channel_std=torch.ones(4), lr=1e-6)
+    strength = (sent[0] - clean).flatten(1).std(1)  # r per sample: unit noise times r
+    untouched = strength == 0
+    assert 10 < int(untouched.sum()) < 54  # about half the samples, drawn at random
+    assert float(strength.max()) < 5.0 * 1.15 and float(strength[~untouched].min()) < 2.5
+    sent.clear()
+    train_under_noise(model, batches, nn.functional.cross_entropy, epochs=1, noisy_share=0.0)
+    assert torch.allclose(sent[0], model.forward_head(x))
+
+
+def test_training_under_noise_needs_batches_it_can_plan_over():
+    model = _light()
+    batches = [(torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(InvalidArgument, match="have a length"):
+        train_under_noise(model, iter(batches), TASK.task_loss, epochs=1)
+    with pytest.raises(InvalidArgument, match="distribution must be one of"):
+        train_under_noise(model, batches, TASK.task_loss, epochs=1, distribution="cauchy")
+    with pytest.raises(InvalidArgument, match="no batches"):
+        train_under_noise(model, [], TASK.task_loss, epochs=1)
+
+
+# ---------------------------------------------------------------------- tasks
+def test_the_fit_split_is_named_fit_in_sizes_and_unknown_splits_are_refused(tmp_path):
+    assert set(TASK.sizes) == {"fit", "attack", "test"} and TASK.splits["fit"] == "train"
+    with pytest.raises(InvalidArgument, match="unknown split"):
+        TASK.generate(tmp_path / "d", sizes={"train": 8})
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_solution_registered_under_veil_solutions_can_add_a_task_provider(tmp_path,
+                                                                           monkeypatch):
+    from veil.privacy import _tasks
+
+    monkeypatch.setattr(_tasks, "_PROVIDERS", list(_tasks._PROVIDERS))
+    monkeypatch.setattr(_tasks, "_TASKS", dict(_tasks._TASKS))
+    (tmp_path / "veil_test_solution.py").write_text(
+        "import veil.privacy\nveil.privacy.add_provider('veil_test_solution_task')\n")
+    (tmp_path / "veil_test_solution_task.py").write_text(
+        "import dataclasses\nimport veil.privacy\nfrom veil.privacy._shapes import TASK\n"
+        "veil.privacy.register_task(dataclasses.replace(TASK, name='from-a-solution'))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.metadata.entry_points
+    solutions = [importlib.metadata.EntryPoint("test", "veil_test_solution:SOLUTION",
+                                               "veil.solutions")]
+
+    def entry_points(*, group):
+        return solutions if group == "veil.solutions" else real(group=group)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    assert "from-a-solution" in [t.name for t in veil.privacy.list_tasks()]
+    assert get_task("faces").metric == "mAP"  # the veil.privacy.tasks entry point still counts
+    solutions.append(importlib.metadata.EntryPoint("broken", "veil_no_such_module:X",
+                                                   "veil.solutions"))
+    with pytest.raises(ModuleNotFoundError, match="veil_no_such_module"):
+        get_task("shapes")
+
+
+def test_the_public_surface_is_what_all_names():
+    assert all(not name.startswith("_") for name in veil.privacy.__all__)
+    assert all(hasattr(veil.privacy, name) for name in veil.privacy.__all__)
+    for name in ("add_provider", "check_alpha", "check_device", "default_workdir",
+                 "obfuscator_path", "obfuscators", "train_under_noise"):
+        assert name in veil.privacy.__all__

@@ -22,17 +22,17 @@ def veil(*args: str, ok: bool = True, cwd: Path | None = None) -> subprocess.Com
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "shapes"
-    out = veil("generate", str(path), "--seed", "5", "--train", "240", "--attack", "160",
+    out = veil("generate", str(path), "--seed", "5", "--fit", "240", "--attack", "160",
                "--test", "120").stdout
-    assert "Wrote 520 images" in out
+    assert "Wrote 520 images" in out and "(fit 240, attack 160, test 120)" in out
     return path
 
 
 def test_generate_writes_the_imagefolder_layout_and_is_seeded(data, tmp_path):
-    assert len(list((data / "train").glob("*/*.png"))) == 240
+    assert len(list((data / "train").glob("*/*.png"))) == 240  # shapes' fit split is train/
     assert json.loads((data / "dataset.json").read_text())["classes"][0] == "circle"
     again = tmp_path / "again"
-    veil("generate", str(again), "--seed", "5", "--train", "240", "--attack", "160",
+    veil("generate", str(again), "--seed", "5", "--train", "240", "--attack", "160",  # old name
          "--test", "120")
     for f in (data / "test").glob("*/*.png"):
         assert (again / "test" / f.parent.name / f.name).read_bytes() == f.read_bytes()

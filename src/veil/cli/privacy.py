@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from veil.cli._render import console, err_console, print_json
-from veil.errors import VeilError
+from veil.errors import VeilError, require_extra
+from veil.progress import TqdmProgress
 
 app = typer.Typer(help="Confidential inference: learned noise on a split model's activation, "
                        "with measured leakage.", no_args_is_help=True)
@@ -31,24 +32,20 @@ REFIT = typer.Option(False, "--refit", help="Fit again even where a fitted obfus
 
 def _privacy():
     """veil.privacy, or a one-line error when PyTorch is not installed."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise VeilError("veil privacy needs PyTorch: pip install 'veil[torch]'") from None
+    require_extra("torch", "torch", "veil privacy")
     import veil.privacy
-    from veil.privacy import _measure
 
-    return veil.privacy, _measure
+    return veil.privacy
 
 
-def _alphas(text: str | None, m) -> list[float]:
+def _alphas(text: str | None, p) -> list[float]:
     if text is None:
-        return list(m.SEED_ALPHAS)
-    return m.parse_alphas(v.strip() for v in text.split(",") if v.strip())
+        return list(p.SEED_ALPHAS)
+    return p.parse_alphas(v.strip() for v in text.split(",") if v.strip())
 
 
-def _workdir(workdir: Path | None, task: str, m) -> Path:
-    return workdir or m.default_workdir(task)
+def _workdir(workdir: Path | None, task: str, p) -> Path:
+    return workdir or p.default_workdir(task)
 
 
 def _log(msg: str) -> None:
@@ -62,7 +59,7 @@ def _fmt_bits(x: float | None) -> str:
 @app.command("tasks")
 def tasks(as_json: bool = JSON) -> None:
     """List the registered tasks (model + data + metric)."""
-    p, _ = _privacy()
+    p = _privacy()
     ts = p.list_tasks()
     if as_json:
         return print_json([{"name": t.name, "metric": t.metric, "description": t.description}
@@ -78,28 +75,26 @@ def generate(
     path: Path = typer.Argument(..., help="New folder to write the data set into."),
     task: str = TASK,
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
-    train: int = typer.Option(None, "--train",
-                              help="Images in the fit split [default: the task's].",
-                              show_default=False),
+    fit: int = typer.Option(None, "--fit", "--train",
+                            help="Images in the split the obfuscator is fitted on (default: "
+                                 "the task's; --train is the older spelling).",
+                            show_default=False),
     attack: int = typer.Option(None, "--attack", help="Images in the attacker's split.",
                                show_default=False),
     test: int = typer.Option(None, "--test", help="Images in the evaluation split.",
                              show_default=False),
 ) -> None:
     """Write a generated data set for TASK in its real on-disk format."""
-    p, _ = _privacy()
+    p = _privacy()
     t = p.get_task(task)
     if t.generate is None:
         raise VeilError(f"task {task!r} has no data generator")
-    from veil.privacy._util import bar
-
-    given = {"train": train, "attack": attack, "test": test}
+    given = {"fit": fit, "attack": attack, "test": test}
     sizes = {**t.sizes, **{k: v for k, v in given.items() if v is not None}}
     total = sum(sizes.values())
-    progress = bar(True, total, f"writing {task} images", "img")
-    t.generate(path, seed, sizes, progress=progress.update)
-    progress.close()
-    console.print(f"Wrote {total} images to {path} (train {sizes['train']}, attack "
+    with TqdmProgress(unit="img") as progress:
+        t.generate(path, seed, sizes, progress=progress)
+    console.print(f"Wrote {total} images to {path} (fit {sizes['fit']}, attack "
                   f"{sizes['attack']}, test {sizes['test']}).")
 
 
@@ -117,11 +112,12 @@ def fit(
     as_json: bool = JSON,
 ) -> None:
     """Fit the noise for one ALPHA with the model frozen, and save it."""
-    _, m = _privacy()
-    m.check_alpha(alpha)
-    obf = m.fit_one(task, data, alpha, distribution=distribution, epochs=epochs, device=device,
-                    verbose=True)
-    path = out or m.obfuscator_path(_workdir(workdir, task, m), distribution, alpha)
+    p = _privacy()
+    p.check_alpha(alpha)
+    with TqdmProgress(unit="epoch") as progress:
+        obf = p.fit_one(task, data, alpha, distribution=distribution, epochs=epochs,
+                        device=device, progress=progress)
+    path = out or p.obfuscator_path(_workdir(workdir, task, p), distribution, alpha)
     obf.save(path)
     info = {"path": str(path), "alpha": alpha, "distribution": distribution,
             "model": obf.model_identity_, "activation_shape": list(obf.activation_shape_),
@@ -152,16 +148,17 @@ def evaluate(
     as_json: bool = JSON,
 ) -> None:
     """The task metric clean and at each ALPHA, as TR-4928's table; JSON and PNG in WORKDIR."""
-    p, m = _privacy()
-    m.check_device(device)
-    wd = _workdir(workdir, task, m)
+    p = _privacy()
+    p.check_device(device)
+    wd = _workdir(workdir, task, p)
     obf = None
     if obfuscator is not None:
         t = p.get_task(task)
         obf = p.Obfuscator.load(obfuscator, t.load_model(device), device=device)
-    r = m.evaluate(task, data, _alphas(alphas, m), workdir=wd, distribution=distribution,
-                   epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
-                   verbose=True, log=_log)
+    with TqdmProgress() as progress:
+        r = p.evaluate(task, data, _alphas(alphas, p), workdir=wd, distribution=distribution,
+                       epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
+                       progress=progress, log=_log)
     if as_json:
         return print_json(r)
     name = r.metric if r.metric != r.metric.lower() else r.metric[:1].upper() + r.metric[1:]
@@ -197,15 +194,16 @@ def attack(
     as_json: bool = JSON,
 ) -> None:
     """White-box reconstruction attack at each ALPHA: PSNR, SSIM, information bound, image grid."""
-    _, m = _privacy()
+    p = _privacy()
     try:
         k_values = [int(k) for k in ks.split(",") if k.strip()]
     except ValueError:
         raise VeilError(f"--ks takes comma-separated whole numbers, not {ks!r}") from None
-    r = m.attack(task, data, _alphas(alphas, m), workdir=_workdir(workdir, task, m),
-                 distribution=distribution, epochs=epochs, attack_epochs=attack_epochs,
-                 width=width, ks=k_values, averaging_alpha=averaging_alpha, refit=refit,
-                 device=device, verbose=True, log=_log)
+    with TqdmProgress() as progress:
+        r = p.attack(task, data, _alphas(alphas, p), workdir=_workdir(workdir, task, p),
+                     distribution=distribution, epochs=epochs, attack_epochs=attack_epochs,
+                     width=width, ks=k_values, averaging_alpha=averaging_alpha, refit=refit,
+                     device=device, progress=progress, log=_log)
     if as_json:
         return print_json(r)
     console.print(f"{r.task}: white-box inversion, decoder trained {r.epochs} epochs on "
@@ -246,17 +244,19 @@ def bench(
     as_json: bool = JSON,
 ) -> None:
     """Time obfuscation of one 1920x1080 input and its share of head + tail inference."""
-    p, m = _privacy()
-    m.check_device(device)
+    p = _privacy()
+    p.check_device(device)
     t = p.get_task(task)
     model = t.load_model("cpu")
-    path = obfuscator or m.obfuscator_path(_workdir(workdir, task, m), distribution,
-                                           m.check_alpha(alpha))
+    path = obfuscator or p.obfuscator_path(_workdir(workdir, task, p), distribution,
+                                           p.check_alpha(alpha))
     if not path.exists():
         raise VeilError(f"no fitted obfuscator at {path}: run veil privacy fit --task {task} "
                         f"--data PATH --alpha {alpha:g} first, or pass --obfuscator")
     obf = p.Obfuscator.load(path, model, device=device)
-    r = m.bench(t, obf, repeats=repeats, obf_repeats=obf_repeats, device=device, verbose=True)
+    with TqdmProgress() as progress:
+        r = p.bench(t, obf, repeats=repeats, obf_repeats=obf_repeats, device=device,
+                    progress=progress)
     if as_json:
         return print_json(r)
     shape = "x".join(map(str, r.input_shape))

@@ -16,6 +16,7 @@ from torch import nn
 
 from veil.errors import InvalidArgument
 from veil.privacy._metrics import psnr, ssim
+from veil.progress import Progress, or_silent
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -100,8 +101,11 @@ def observe(transform: Transform | None, a: torch.Tensor, k: int) -> torch.Tenso
 
 def train_decoder(pairs: Pairs, transform: Transform | None, *, k: int = 1, epochs: int = 8,
                   batch_size: int = 64, lr: float = 1e-2, width: int = 96, device="cpu",
-                  seed: int = 0, progress: Callable[[int], None] | None = None) -> InversionDecoder:
-    """Fit a decoder on fresh obfuscations of `pairs` every batch (MSE on pixels)."""
+                  seed: int = 0, progress: Progress | None = None) -> InversionDecoder:
+    """Fit a decoder on fresh obfuscations of `pairs` every batch (MSE on pixels).
+
+    `progress` advances once per epoch, within a phase its caller started."""
+    progress = or_silent(progress)
     torch.manual_seed(seed)
     dec = InversionDecoder(pairs.activations.shape[1], pairs.scale, width=width).to(device)
     opt = torch.optim.Adam(dec.parameters(), lr=lr)
@@ -122,8 +126,7 @@ def train_decoder(pairs: Pairs, transform: Transform | None, *, k: int = 1, epoc
             loss.backward()
             opt.step()
             sched.step()
-        if progress is not None:
-            progress(1)
+        progress.advance(1)
     return dec.eval()
 
 

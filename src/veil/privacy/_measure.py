@@ -19,7 +19,8 @@ from veil.privacy._metrics import information_bound
 from veil.privacy._obfuscator import Obfuscator, check_alpha
 from veil.privacy._split import SplitModel
 from veil.privacy._tasks import PrivacyTask, get_task
-from veil.privacy._util import bar, check_device
+from veil.privacy._util import check_device, progress_for
+from veil.progress import Log, Progress
 
 # TR-4928, "Inferencing accuracy comparison"
 SEED_ALPHAS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
@@ -44,33 +45,39 @@ def _task(task: PrivacyTask | str) -> PrivacyTask:
 
 
 def default_workdir(task: PrivacyTask | str) -> Path:
+    """Where `veil privacy` keeps a task's obfuscators, JSON and plots: ./veil-privacy-TASK."""
     return Path(f"veil-privacy-{_task(task).name}")
 
 
 def obfuscator_path(workdir: Path, distribution: str, alpha: float) -> Path:
+    """The folder an obfuscator for `distribution` noise at `alpha` is saved in, in `workdir`."""
     return Path(workdir) / "obfuscators" / f"{distribution}-alpha-{alpha:g}"
 
 
 def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitModel | None = None,
             distribution: str = "laplace", epochs: int = 3, batch_size: int = 128,
-            device: str = "cpu", random_state: int | None = None,
-            verbose: bool = False) -> Obfuscator:
-    """Fit one obfuscator for `task` on the data set's fit split."""
+            device: str = "cpu", random_state: int | None = None, verbose: bool = False,
+            progress: Progress | None = None) -> Obfuscator:
+    """Fit one obfuscator for `task` on the data set's fit split.
+
+    `progress` (or, without one, tqdm bars when `verbose`) follows the fitting epochs."""
     task = _task(task)
     check_device(device)
     model = model or task.load_model(device)
     loader = task.loader(data, task.splits["fit"], batch_size, True)
     obf = Obfuscator(alpha, distribution, epochs=epochs, device=device,
                      random_state=random_state, verbose=verbose)
-    return obf.fit(model, loader, task.task_loss)
+    return obf.fit(model, loader, task.task_loss, progress=progress)
 
 
 def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *, workdir: Path,
                 model: SplitModel | None = None, distribution: str = "laplace", epochs: int = 3,
                 refit: bool = False, device: str = "cpu", verbose: bool = False,
-                log=None) -> dict[float, Obfuscator]:
+                progress: Progress | None = None,
+                log: Log | None = None) -> dict[float, Obfuscator]:
     """One fitted obfuscator per ALPHA: reused from `workdir` when fitted for this model with the
-    same ALPHA, distribution and epochs, else fitted and saved there."""
+    same ALPHA, distribution and epochs, else fitted and saved there (`log` says why a saved one
+    was not reused)."""
     task = _task(task)
     check_device(device)
     model = model or task.load_model(device)
@@ -90,7 +97,7 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
                     log(f"refitting ALPHA {alpha:g}: {e}")
         if obf is None:
             obf = fit_one(task, data, alpha, model=model, distribution=distribution,
-                          epochs=epochs, device=device, verbose=verbose)
+                          epochs=epochs, device=device, verbose=verbose, progress=progress)
             obf.save(path)
         out[alpha] = obf
     return out
@@ -122,9 +129,11 @@ class EvaluateResult:
 def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
              workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
              refit: bool = False, device: str = "cpu", obfuscator: Obfuscator | None = None,
-             draws: int = 1, verbose: bool = False, log=None) -> EvaluateResult:
+             draws: int = 1, verbose: bool = False, progress: Progress | None = None,
+             log: Log | None = None) -> EvaluateResult:
     """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table),
-    averaged over `draws` passes with fresh noise."""
+    averaged over `draws` passes with fresh noise. `progress` (or bars when `verbose`) follows
+    the fitting."""
     task = _task(task)
     if draws < 1:
         raise InvalidArgument(f"draws must be at least 1, not {draws}")
@@ -139,7 +148,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED
     else:
         obfs = obfuscators(task, data, parse_alphas(alphas), workdir=workdir, model=model,
                            distribution=distribution, epochs=epochs, refit=refit, device=device,
-                           verbose=verbose, log=log)
+                           verbose=verbose, progress=progress, log=log)
     test = task.splits["test"]
     clean = task.score(model, None, data, test, device)
     rows = [EvaluateRow(None, clean, 1.0, None)]
@@ -210,11 +219,13 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_A
            attack_epochs: int = 40, width: int = 96, ks: Sequence[int] = (1, 8, 64),
            averaging_alpha: float | None = None, attack_limit: int | None = None,
            test_limit: int | None = None, grid_rows: int = 6, refit: bool = False,
-           device: str = "cpu", verbose: bool = False, log=None) -> AttackResult:
+           device: str = "cpu", verbose: bool = False, progress: Progress | None = None,
+           log: Log | None = None) -> AttackResult:
     """White-box reconstruction: a decoder per ALPHA trained on the attack split, scored on test.
 
     The averaging attack (mean of k obfuscations of one input) runs at `averaging_alpha`, by
     default the smallest ALPHA whose SSIM is at most 0.2 (else the largest in the sweep).
+    `progress` (or bars when `verbose`) follows the fitting and the decoders' epochs.
     """
     task = _task(task)
     data = Path(data)
@@ -229,22 +240,23 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_A
         raise InvalidArgument(f"the averaging attack's ALPHA {averaging_alpha:g} is not in the "
                               f"sweep ({', '.join(f'{a:g}' for a in alphas)})")
     check_device(device)
+    progress = progress_for(progress, verbose)
     model = task.load_model(device)
     obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
                        distribution=distribution, epochs=epochs, refit=refit, device=device,
-                       verbose=verbose, log=log)
+                       progress=progress, log=log)
     head = model.forward_head
     att = _attack.collect(head, task.images(data, task.splits["attack"]), device, attack_limit)
     test = _attack.collect(head, task.images(data, task.splits["test"]), device, test_limit)
     signal_var = test.activations.double().var(0, unbiased=False)
 
-    progress = bar(verbose, (len(alphas) + 1 + max(len(ks) - 1, 0)) * attack_epochs,
-               "training inversion decoders")
+    decoders = len(alphas) + 1 + sum(k != 1 for k in ks)  # k = 1 reuses the sweep's decoder
+    progress.start(decoders * attack_epochs, "training inversion decoders")
 
     def run(obf: Obfuscator | None, k: int = 1):
         transform = None if obf is None else obf.transform
         dec = _attack.train_decoder(att, transform, k=k, epochs=attack_epochs, width=width,
-                                    device=device, progress=progress.update)
+                                    device=device, progress=progress)
         recon = _attack.reconstruct(dec, test, transform, k=k, device=device)
         return recon, _attack.score(recon, test.images)
 
@@ -269,7 +281,6 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_A
         _, (p, s) = run(obfs[avg_alpha], k)
         averaging.append(AveragingRow(avg_alpha, k, p, s,
                                       _bound(obfs[avg_alpha], signal_var, k)[0]))
-    progress.close()
     guess = att.images.mean(0, keepdim=True).expand_as(test.images).contiguous()
     floor_psnr, floor_ssim = _attack.score(guess, test.images)
     result = AttackResult(task.name, distribution, len(att.images), len(test.images),
@@ -335,8 +346,10 @@ def _timed(fn, device) -> float:
 
 def bench(task: PrivacyTask | str, obfuscator: Obfuscator, *, repeats: int = 15,
           obf_repeats: int = 200, device: str = "cpu", shape: Sequence[int] | None = None,
-          verbose: bool = False) -> BenchResult:
-    """Time one input (default 1920x1080) through head, obfuscation and tail, side by side."""
+          verbose: bool = False, progress: Progress | None = None) -> BenchResult:
+    """Time one input (default 1920x1080) through head, obfuscation and tail, side by side.
+
+    `progress` (or bars when `verbose`) follows the timed runs."""
     task = _task(task)
     if repeats < 1 or obf_repeats < 1:
         raise InvalidArgument("repeats must be at least 1")
@@ -346,13 +359,14 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator, *, repeats: int = 15,
     shape = tuple(shape or task.bench_input)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, *shape), generator=gen).to(dev)
-    progress = bar(verbose, 2 * repeats + obf_repeats + 4, "timing")
+    progress = progress_for(progress, verbose)
+    progress.start(2 * repeats + obf_repeats + 4, "timing")
     with torch.inference_mode():
         a = model.forward_head(x)
         obfuscator.check_activation(a)
         for _ in range(2):  # warm-up: allocator, kernels, caches
             model.forward_tail(obfuscator.transform(model.forward_head(x)))
-            progress.update(2)
+            progress.advance(2)
         head_t, tail_t, clean_t, private_t = [], [], [], []
         for _ in range(repeats):  # interleaved so drift hits both the same way
             t0 = _timed(lambda: model.forward_head(x), dev)
@@ -362,12 +376,11 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator, *, repeats: int = 15,
             clean_t.append(_timed(lambda: model.forward_tail(model.forward_head(x)), dev))
             private_t.append(_timed(
                 lambda: model.forward_tail(obfuscator.transform(model.forward_head(x))), dev))
-            progress.update(2)
+            progress.advance(2)
         obf_t = []
         for _ in range(obf_repeats):
             obf_t.append(_timed(lambda: obfuscator.transform(a), dev))
-            progress.update(1)
-    progress.close()
+            progress.advance(1)
     obf, clean, private = Timing.of(obf_t), Timing.of(clean_t), Timing.of(private_t)
     return BenchResult(
         task=task.name, device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),

@@ -28,7 +28,8 @@ from veil import __version__
 from veil._newdir import swap_in
 from veil.errors import InvalidArgument, NotFound, VeilError
 from veil.privacy._split import SplitModel
-from veil.privacy._util import bar, check_device, to_device
+from veil.privacy._util import check_device, model_device, pairs, progress_for, to_device
+from veil.progress import Progress
 
 FORMAT = "veil.obfuscator/1"
 DISTRIBUTIONS = ("laplace", "gaussian")
@@ -49,13 +50,6 @@ def check_alpha(alpha: Any) -> float:
     if not (0.0 <= a <= MAX_ALPHA) or math.isnan(a):
         raise InvalidArgument(f"ALPHA must be in [0, {MAX_ALPHA}] (0 is clean), not {alpha}")
     return a
-
-
-def _batches(loader: Iterable) -> Iterable[tuple[Any, Any]]:
-    for batch in loader:
-        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-            raise InvalidArgument("the loader must yield (inputs, targets) pairs")
-        yield batch[0], batch[1]
 
 
 class _Frozen:
@@ -86,7 +80,8 @@ class Obfuscator:
     `min_share`: every channel keeps at least this fraction of the mean leakage budget, which
     bounds its noise scale. `max_mean`: bound on the noise mean, in channel standard deviations.
     `random_state`: seed for fitting and sampling; None draws from the OS (never set it in
-    production: a known seed makes the noise predictable).
+    production: a known seed makes the noise predictable). `verbose`: tqdm bars on stderr while
+    fitting, unless `fit` is given a progress.
     """
 
     def __init__(self, alpha: float = 0.8, distribution: str = "laplace", *, epochs: int = 3,
@@ -167,12 +162,15 @@ class Obfuscator:
         return torch.copysign(e, v, out=e).mul_(1.0 / math.sqrt(2.0))
 
     # ------------------------------------------------------------------ fit
-    def fit(self, split_model: SplitModel, loader: Iterable, task_loss: Callable) -> Obfuscator:
-        """Learn the noise parameters on `loader` with the model frozen; returns self."""
+    def fit(self, split_model: SplitModel, loader: Iterable, task_loss: Callable, *,
+            progress: Progress | None = None) -> Obfuscator:
+        """Learn the noise parameters on `loader` with the model frozen; returns self.
+
+        `progress` advances once per epoch (default: bars when `verbose`, else nothing)."""
         self._validate()
         if not isinstance(split_model, SplitModel):
             raise InvalidArgument("fit needs a SplitModel (see veil.privacy.split_at)")
-        device = torch.device(self.device) if self.device else _model_device(split_model)
+        device = torch.device(self.device) if self.device else model_device(split_model)
         if self.random_state is not None:
             torch.manual_seed(self.random_state)
         self._generators.clear()
@@ -189,7 +187,8 @@ class Obfuscator:
             self.mean_logits_ = torch.zeros(channels)
             self.loss_history_: list[float] = []
             if self.alpha > 0 and self.epochs > 0:
-                self._train(model, loader, task_loss, device)
+                self._train(model, loader, task_loss, device,
+                            progress_for(progress, self.verbose, "epoch"))
         self._finish()
         return self
 
@@ -198,7 +197,7 @@ class Obfuscator:
         count = 0
         shape = dtype = None
         with torch.no_grad():
-            for x, _ in _batches(loader):
+            for x, _ in pairs(loader):
                 a = model.forward_head(to_device(x, device))
                 if not isinstance(a, torch.Tensor) or a.ndim < 2 or not a.is_floating_point():
                     raise InvalidArgument("the head must return a floating tensor shaped "
@@ -224,17 +223,17 @@ class Obfuscator:
         return {"channels": shape[0], "mean": mean.float(), "std": std.float(), "shape": shape,
                 "dtype": dtype}
 
-    def _train(self, model: SplitModel, loader: Iterable, task_loss: Callable, device) -> None:
+    def _train(self, model: SplitModel, loader: Iterable, task_loss: Callable, device,
+               progress: Progress) -> None:
         logits = self.logits_.clone().to(device).requires_grad_(True)
         mean_logits = self.mean_logits_.clone().to(device).requires_grad_(True)
         signal_std = self.signal_std_.to(device)
         opt = torch.optim.Adam([logits, mean_logits], lr=self.lr)
         view = (1, -1) + (1,) * (len(self.activation_shape_) - 1)
-        progress = bar(self.verbose, self.epochs, f"fitting noise (ALPHA {self.alpha:g})",
-                       "epoch")
+        progress.start(self.epochs, f"fitting noise (ALPHA {self.alpha:g})")
         for _ in range(self.epochs):
             losses = []
-            for x, y in _batches(loader):
+            for x, y in pairs(loader):
                 with torch.no_grad():
                     a = model.forward_head(to_device(x, device))
                 mean, std = self._noise_params(logits, mean_logits, signal_std)
@@ -249,9 +248,7 @@ class Obfuscator:
                 raise InvalidArgument("the loader yielded no batches on a second pass: pass a "
                                       "re-iterable loader (a DataLoader, a list), not an iterator")
             self.loss_history_.append(sum(losses) / len(losses))
-            progress.update(1)
-            progress.set_postfix(loss=f"{self.loss_history_[-1]:.4f}")
-        progress.close()
+            progress.advance(1)
         self.logits_ = logits.detach().cpu()
         self.mean_logits_ = mean_logits.detach().cpu()
 
@@ -420,10 +417,3 @@ class Obfuscator:
     def __repr__(self) -> str:
         fitted = "" if hasattr(self, "noise_scale_") else ", unfitted"
         return f"Obfuscator(alpha={self.alpha:g}, distribution={self.distribution!r}{fitted})"
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-

@@ -1,7 +1,8 @@
 """The test task: a small CNN that names the shape in a 32x32 image, on generated data.
 
 Images are textured backgrounds with one shape of eight classes, written in the ImageFolder
-layout (`<split>/<class>/<index>.png`). The shipped weights come from scripts/train_shapes.py.
+layout (`<split>/<class>/<index>.png`; the fit split is the folder `train/`). The shipped weights
+come from scripts/train_shapes.py.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from veil._newdir import new_directory
 from veil.errors import InvalidArgument, NotFound
 from veil.privacy._split import SplitModel, split_at
 from veil.privacy._tasks import PrivacyTask, register_task
+from veil.progress import Progress, or_silent
 
 CLASSES = ("circle", "ring", "square", "frame", "triangle", "diamond", "cross", "bar")
 SIZE = 32
-SPLIT_LAYER = "relu4"
-WEIGHTS = Path(__file__).parent / "weights" / "shapes_cnn.pt"
-DEFAULT_SIZES = {"train": 4000, "attack": 2000, "test": 1000}
+SHAPES_SPLIT_LAYER = "relu4"
+SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "shapes_cnn.pt"
+DEFAULT_SIZES = {"fit": 4000, "attack": 2000, "test": 1000}
+SPLITS = {"fit": "train", "attack": "attack", "test": "test"}  # role -> ImageFolder folder
 _SS = 4  # supersampling for anti-aliased edges
 
 
@@ -102,8 +105,9 @@ def render(cls_index: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def make_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`n` images (N, H, W, 3) uint8 and labels, classes balanced and shuffled."""
+def shapes_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` shapes images (N, 32, 32, 3) uint8 and their labels (indices into the eight
+    classes), classes balanced and shuffled; the same seed gives the same images."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(CLASSES)
     rng.shuffle(labels)
@@ -111,31 +115,38 @@ def make_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
-             progress=None) -> Path:
-    """Write train / attack / test splits as PNG files in the ImageFolder layout.
+             progress: Progress | None = None) -> Path:
+    """Write the fit (folder `train/`), attack and test splits as PNG files in the ImageFolder
+    layout; `sizes` maps "fit", "attack" and "test" to image counts.
 
     The files appear all at once: they are written beside `path` and renamed into place."""
     from PIL import Image
 
     path = Path(path)
+    unknown = set(sizes or {}) - set(SPLITS)
+    if unknown:
+        raise InvalidArgument(f"unknown split(s) {', '.join(sorted(unknown))} for shapes "
+                              f"(fit, attack, test)")
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     if not isinstance(seed, int) or seed < 0:
         raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
     for split, n in sizes.items():
         if n <= 0:
             raise InvalidArgument(f"split {split} needs at least one image, not {n}")
+    progress = or_silent(progress)
+    progress.start(sum(sizes.values()), "writing shapes images")
+    folders = {SPLITS[role]: n for role, n in sizes.items()}
     with new_directory(path) as tmp:
-        for i, (split, n) in enumerate(sizes.items()):
-            images, labels = make_arrays(n, seed * 1000 + 17 * (i + 1))
+        for i, (folder, n) in enumerate(folders.items()):
+            images, labels = shapes_images(n, seed * 1000 + 17 * (i + 1))
             for c in CLASSES:
-                (tmp / split / c).mkdir(parents=True, exist_ok=True)
+                (tmp / folder / c).mkdir(parents=True, exist_ok=True)
             for j, (img, lab) in enumerate(zip(images, labels, strict=True)):
-                Image.fromarray(img).save(tmp / split / CLASSES[lab] / f"{j:06d}.png")
-                if progress is not None:
-                    progress(1)
+                Image.fromarray(img).save(tmp / folder / CLASSES[lab] / f"{j:06d}.png")
+                progress.advance(1)
         (tmp / "dataset.json").write_text(json.dumps(
             {"task": "shapes", "format": "imagefolder", "classes": list(CLASSES), "seed": seed,
-             "sizes": sizes, "image_size": [SIZE, SIZE]}, indent=2) + "\n")
+             "sizes": folders, "image_size": [SIZE, SIZE]}, indent=2) + "\n")
     return path
 
 
@@ -259,11 +270,11 @@ def shapes_cnn(tail: str = "wide") -> nn.Sequential:
 def load_model(device: str | torch.device = "cpu", weights: str | Path | None = None) -> SplitModel:
     """The shipped classifier, split after `relu4` (activation 64 x H/4 x W/4)."""
     net = shapes_cnn()
-    path = Path(weights) if weights else WEIGHTS
+    path = Path(weights) if weights else SHAPES_WEIGHTS
     if not path.is_file():
         raise NotFound(f"no weights at {path}: run scripts/train_shapes.py")
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    model = split_at(net, SPLIT_LAYER, name="shapes-cnn").to(device)
+    model = split_at(net, SHAPES_SPLIT_LAYER, name="shapes-cnn").to(device)
     return model.eval()
 
 
@@ -296,5 +307,6 @@ TASK = register_task(PrivacyTask(
     score=score,
     images=images,
     generate=generate,
+    splits=SPLITS,
     sizes=DEFAULT_SIZES,
 ))

@@ -9,10 +9,12 @@ from typing import Any
 
 from veil.errors import NotFound
 
-# Modules that register tasks when imported. Solutions add theirs through the
-# `veil.privacy.tasks` entry point (pyproject.toml), so veil.privacy never imports them by name.
+# Modules that register tasks when imported. veil.privacy never imports a solution by name: a
+# solution registered under the `veil.solutions` entry point calls add_provider() when imported,
+# and a package may also name its module under the `veil.privacy.tasks` entry point.
 _PROVIDERS = ["veil.privacy._shapes"]
 ENTRY_POINT_GROUP = "veil.privacy.tasks"
+SOLUTIONS_GROUP = "veil.solutions"
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,11 @@ class PrivacyTask:
         `transform` applied to the activation (None: clean).
     images(data, split, batch_size) -> iterable of (inputs, images in [0, 1]) for the attack.
     generate(path, seed, sizes, progress) writes a dataset in the task's real on-disk format;
-        `sizes` maps "train" (the fit split), "attack" and "test" to image counts, and
-        `sizes` below holds the task's defaults.
+        `sizes` maps the splits "fit", "attack" and "test" to image counts (`sizes` below holds
+        the task's defaults), and `progress` (a veil.progress.Progress or None) gets one phase
+        counting the images written.
+    splits maps each role ("fit": what the obfuscator is fitted on, "attack": the attacker's own
+        images, "test": what is scored) to the task's name for it, the `split` its loader reads.
     """
 
     name: str
@@ -42,7 +47,7 @@ class PrivacyTask:
     splits: dict[str, str] = field(default_factory=lambda: {
         "fit": "train", "attack": "attack", "test": "test"})
     bench_input: tuple[int, int, int] = (3, 1080, 1920)
-    sizes: dict[str, int] = field(default_factory=lambda: {"train": 4000, "attack": 2000,
+    sizes: dict[str, int] = field(default_factory=lambda: {"fit": 4000, "attack": 2000,
                                                            "test": 1000})
 
 
@@ -58,20 +63,25 @@ def register_task(task: PrivacyTask) -> PrivacyTask:
 def _load_providers() -> None:
     from importlib.metadata import entry_points
 
+    # Solutions first: their registration may call add_provider() for their task's module.
+    for ep in entry_points(group=SOLUTIONS_GROUP):
+        importlib.import_module(ep.module)
     modules = list(_PROVIDERS)
-    modules += [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)
-                if ep.value not in modules]
+    modules += [ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)
+                if ep.module not in modules]
     for module in modules:
         importlib.import_module(module)
 
 
 def add_provider(module: str) -> None:
-    """Register a module whose import registers tasks (for solutions outside veil.privacy)."""
+    """Name a module whose import registers tasks; it is imported before tasks are looked up
+    (a solution calls this when it registers itself)."""
     if module not in _PROVIDERS:
         _PROVIDERS.append(module)
 
 
 def get_task(name: str) -> PrivacyTask:
+    """The registered task called `name`, or NotFound naming the ones there are."""
     _load_providers()
     if name not in _TASKS:
         raise NotFound(f"no privacy task {name!r}; registered: {', '.join(sorted(_TASKS))}")
@@ -79,5 +89,6 @@ def get_task(name: str) -> PrivacyTask:
 
 
 def list_tasks() -> list[PrivacyTask]:
+    """Every registered task, by name."""
     _load_providers()
     return [_TASKS[n] for n in sorted(_TASKS)]

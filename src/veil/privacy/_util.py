@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import nn
+
+from veil.progress import SILENT, Progress, TqdmProgress
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
@@ -34,16 +38,25 @@ def check_device(device: Any) -> torch.device:
     return dev
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kw: Any) -> None: ...
-    def close(self) -> None: ...
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter lives (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
-def bar(verbose: bool, total: int, desc: str, unit: str = "it"):
-    """A tqdm bar on stderr when `verbose` and stderr is a terminal; otherwise nothing."""
-    if not verbose:
-        return _NoBar()
-    from tqdm.auto import tqdm
+def pairs(loader: Iterable) -> Iterable[tuple[Any, Any]]:
+    """The loader's batches, checked to be (inputs, targets) pairs."""
+    from veil.errors import InvalidArgument
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None)
+    for batch in loader:
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise InvalidArgument("the loader must yield (inputs, targets) pairs")
+        yield batch[0], batch[1]
+
+
+def progress_for(progress: Progress | None, verbose: bool, unit: str = "it") -> Progress:
+    """`progress` when given; else tqdm bars on stderr when `verbose`, else nothing."""
+    if progress is not None:
+        return progress
+    return TqdmProgress(unit=unit) if verbose else SILENT

@@ -23,13 +23,14 @@ import torch
 from torch.nn import functional as F
 
 from veil.errors import InvalidArgument
-from veil.privacy._tasks import PrivacyTask, register_task
+from veil.privacy import PrivacyTask, register_task
+from veil.progress import Progress, or_silent
 from veil.solutions.face_privacy import _evaluate, _faceboxes, _model, _synth
 from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
 
 ATTACK_SIZE = 128
 MAX_BATCH = 8  # 1024 x 1024 inputs: eight are 100 MB
-SIZES = {"train": 100, "attack": 600, "test": 300}  # images, 10 folds each ("train": fit/)
+SIZES = {"fit": 100, "attack": 600, "test": 300}  # images, 10 folds each
 
 
 def split_root(data: str | Path, split: str) -> Path:
@@ -104,20 +105,23 @@ def score(model, transform, data, split: str = "test", device="cpu") -> float:
     return _evaluate.run(model, split_root(data, split), transform, strict=True).map
 
 
-def generate(path, seed: int = 0, sizes: dict[str, int] | None = None, progress=None):
-    """ROOT (test folds), ROOT/fit (the "train" count) and ROOT/attack; counts are images, a
+def generate(path, seed: int = 0, sizes: dict[str, int] | None = None,
+             progress: Progress | None = None):
+    """ROOT (test folds), ROOT/fit and ROOT/attack; `sizes` counts images per split, each a
     multiple of 10 (ten folds each)."""
     sizes = {**SIZES, **(sizes or {})}
     unknown = set(sizes) - set(SIZES)
     if unknown:
         raise InvalidArgument(f"unknown split(s) {', '.join(sorted(unknown))} for faces "
-                              f"(train, attack, test)")
+                              f"(fit, attack, test)")
     for split, n in sizes.items():
         if not isinstance(n, int) or n < 10 or n % 10:
             raise InvalidArgument(f"the faces task writes 10 folds: {split} needs a multiple of "
                                   f"10 images, not {n!r}")
-    return _synth.generate(path, seed, sizes["test"] // 10, progress,
-                           fit_per_fold=sizes["train"] // 10,
+    progress = or_silent(progress)
+    progress.start(sum(sizes.values()), "writing faces images")
+    return _synth.generate(path, seed, sizes["test"] // 10, progress.advance,
+                           fit_per_fold=sizes["fit"] // 10,
                            attack_per_fold=sizes["attack"] // 10)
 
 

@@ -6,22 +6,23 @@ stretches whole images to 1024 x 1024, so training on 512 x 512 crops of about h
 sees faces at the evaluation's scale (and from half to twice it), at a quarter of the cost.
 Faces whose centre falls outside the crop are dropped, the others clipped to it.
 
-Noise can be injected at the split, as `veil privacy` will add it: for a share of the samples,
-r * std * unit Laplace noise with r ~ U[0, noise_max), std each channel's over the batch. With
-`freeze_head` only the tail learns (the head, what an attacker inverts, stays as it was).
+Noise can be injected at the split, as `veil privacy` will add it (veil.privacy's
+train_under_noise): for a share of the samples, r * std * unit Laplace noise with
+r ~ U[0, noise_max), std each channel's over the batch. With `freeze_head` only the tail learns
+(the head, what an attacker inverts, stays as it was).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from veil.privacy import split_at, train_under_noise
+from veil.progress import Log, Progress
 from veil.solutions.face_privacy import _faceboxes
 from veil.solutions.face_privacy._fddb import FddbDataset, load_image
 
@@ -74,56 +75,39 @@ def augment(rng: np.random.Generator, s: Sample, size: int,
     return x.clamp_(0, 1), torch.from_numpy(boxes[keep])
 
 
-def unit_laplace(shape, gen: torch.Generator) -> torch.Tensor:
-    u = (torch.rand(shape, generator=gen) - 0.5).clamp(-0.4999999, 0.4999999)
-    return -torch.sign(u) * torch.log1p(-2 * u.abs()) / math.sqrt(2)
+class _Crops:
+    """Re-iterable batches of augmented crops: each pass draws a new order and new crops and
+    yields `len(data) // batch_size` full batches of (images, [boxes per image])."""
+
+    def __init__(self, data: list[Sample], batch_size: int, size: int,
+                 rng: np.random.Generator):
+        self.data, self.batch_size, self.size, self.rng = data, batch_size, size, rng
+
+    def __len__(self) -> int:
+        return len(self.data) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        order = self.rng.permutation(len(self.data))
+        for b in range(len(self)):
+            picked = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = [augment(self.rng, self.data[i], self.size) for i in picked]
+            yield torch.stack([t[0] for t in batch]), [t[1] for t in batch]
 
 
 def train(net, data: list[Sample], *, epochs: int, batch_size: int = 16, lr: float = 2e-3,
           size: int = 512, seed: int = 0, noise_max: float = 0.0, noisy_share: float = 0.0,
-          freeze_head: bool = False, log: Callable[[str], None] = print) -> None:
-    """AdamW with a one-cycle schedule on augmented crops (see the module's docstring)."""
+          freeze_head: bool = False, progress: Progress | None = None,
+          log: Log | None = None) -> list[float]:
+    """AdamW with a one-cycle schedule on augmented crops (see the module's docstring), through
+    veil.privacy.train_under_noise; returns the mean loss of each epoch."""
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    head, tail = net.head, net.tail
-    params = list(tail.parameters()) if freeze_head else list(net.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=5e-4)
-    per_epoch = len(data) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch,
-                                                pct_start=0.15)
     pri = _faceboxes.priors(size, size)
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        net.train()
-        if freeze_head:
-            head.eval()
-        order = rng.permutation(len(data))
-        total, n = 0.0, 0
-        for b in range(per_epoch):
-            picked = order[b * batch_size:(b + 1) * batch_size]
-            batch = [augment(rng, data[i], size) for i in picked]
-            x = torch.stack([t[0] for t in batch])
-            targets = [t[1] for t in batch]
-            if freeze_head:
-                with torch.no_grad():
-                    a = head(x)
-            else:
-                a = head(x)
-            if noise_max > 0 and noisy_share > 0:
-                std = a.detach().transpose(0, 1).flatten(1).std(1).view(1, -1, 1, 1)
-                r = torch.rand(len(x), 1, 1, 1, generator=gen) * noise_max
-                r = r * (torch.rand(len(x), 1, 1, 1, generator=gen) < noisy_share)
-                a = a + r * std * unit_laplace(a.shape, gen)
-            loc, conf = tail(a)
-            loss = _faceboxes.multibox_loss(loc, conf, targets, pri)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-            n += 1
-        log(f"epoch {epoch + 1}/{epochs}  loss {total / max(n, 1):.3f}  "
-            f"{time.perf_counter() - t0:.0f} s")
-    net.eval()
+
+    def loss(output, targets):
+        return _faceboxes.multibox_loss(*output, targets, pri)
+
+    return train_under_noise(
+        split_at(net, "head"), _Crops(data, batch_size, size, rng), loss, epochs=epochs,
+        noise_max=noise_max, noisy_share=noisy_share, distribution="laplace",
+        freeze_head=freeze_head, lr=lr, weight_decay=5e-4, pct_start=0.15, max_grad_norm=10.0,
+        seed=seed, progress=progress, log=log)
