@@ -32,10 +32,6 @@ from veil.privacy import split_at
 from veil.progress import TqdmProgress
 from veil.solutions import face_privacy as fp
 
-# Not exported by veil.solutions.face_privacy: the architecture, the training recipe and the
-# shipped weights' path, which exist for this script.
-from veil.solutions.face_privacy import _faceboxes, _model, _train
-
 
 def validate(net, dataset: fp.FddbDataset) -> float:
     model = split_at(net, "head").eval()
@@ -61,7 +57,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--init", type=Path, help="skip stage 1: start from these weights")
-    p.add_argument("--out", type=Path, default=_model.WEIGHTS)
+    p.add_argument("--out", type=Path, default=fp.WEIGHTS)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,22 +67,22 @@ def main() -> None:
         fp.generate(train_root, seed=1000, images_per_fold=args.images_per_fold)
     if not val_root.exists():
         fp.generate(val_root, seed=2000, images_per_fold=args.val_images_per_fold)
-    data = _train.samples(fp.read_fddb(train_root))
+    data = fp.training_samples(fp.read_fddb(train_root))
     val = fp.read_fddb(val_root)
     print(f"{len(data)} training images, {sum(len(s.boxes) for s in data)} faces "
           f"({time.perf_counter() - t0:.0f} s)")
-    net = _faceboxes.faceboxes()
+    net = fp.faceboxes()
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     else:
         with TqdmProgress() as progress:
-            _train.train(net, data, epochs=args.epochs, lr=args.lr, size=args.size, seed=1,
+            fp.train_detector(net, data, epochs=args.epochs, lr=args.lr, size=args.size, seed=1,
                          progress=progress, log=print)
         torch.save(net.state_dict(), args.work / "stage1.pt")
     print(f"stage 1: validation mAP {validate(net, val):.4f} ({time.perf_counter() - t0:.0f} s)")
     if args.tail_epochs:
         with TqdmProgress() as progress:
-            _train.train(net, data, epochs=args.tail_epochs, lr=args.lr / 4, size=args.size,
+            fp.train_detector(net, data, epochs=args.tail_epochs, lr=args.lr / 4, size=args.size,
                          seed=2, noise_max=args.noise, noisy_share=args.noisy_share,
                          freeze_head=True, progress=progress, log=print)
         print(f"stage 2: validation mAP {validate(net, val):.4f} "

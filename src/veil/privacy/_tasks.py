@@ -63,9 +63,14 @@ def register_task(task: PrivacyTask) -> PrivacyTask:
 def _load_providers() -> None:
     from importlib.metadata import entry_points
 
-    # Solutions first: their registration may call add_provider() for their task's module.
+    # Solutions first: a registration module keeps its solution as SOLUTION, whose
+    # privacy_task names the module registering its task (read by attribute, so veil.privacy
+    # never imports veil.solutions); a registration may also call add_provider() itself.
     for ep in entry_points(group=SOLUTIONS_GROUP):
-        importlib.import_module(ep.module)
+        solution = getattr(importlib.import_module(ep.module), "SOLUTION", None)
+        task_module = getattr(solution, "privacy_task", None)
+        if task_module:
+            add_provider(task_module)
     modules = list(_PROVIDERS)
     modules += [ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)
                 if ep.module not in modules]

@@ -21,10 +21,11 @@ _LAZY = {
     "loader": "_task", "images": "_task", "task_loss": "_task",
     "serving_client": "_serving", "export_models": "_serving", "BASE": "_serving",
     "NOISY": "_serving",
+    "faceboxes": "_faceboxes", "training_samples": "_train", "train_detector": "_train",
     "SOLUTION": "_solution",
 }
 _RENAMED = {"evaluate": "run", "batch_evaluate": "evaluate", "serving_client": "client",
-            "write_results": "write"}
+            "write_results": "write", "training_samples": "samples", "train_detector": "train"}
 
 
 def __getattr__(name: str):

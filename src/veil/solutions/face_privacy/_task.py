@@ -1,5 +1,5 @@
 """The `faces` privacy task: FaceBoxes on FDDB-layout data, so `veil privacy fit|evaluate|attack|
-bench --task faces` work on it (registered through the `veil.privacy.tasks` entry point).
+bench --task faces` work on it (named by the face-privacy solution's `privacy_task`).
 
 A data set for this task is an FDDB root (the folds that are scored) with two more FDDB-layout
 sets under it, as `veil privacy generate --task faces` writes them:
