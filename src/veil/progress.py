@@ -7,6 +7,7 @@ veil; tqdm is imported only when a bar is made.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -42,7 +43,7 @@ def or_silent(progress: Progress | None) -> Progress:
     return progress if progress is not None else SILENT
 
 
-class TqdmProgress:
+class TqdmProgress(contextlib.AbstractContextManager):
     """tqdm bars on stderr, one per phase. `keep=True` leaves each finished bar on screen (as
     the seed's job logs do, also when stderr is a file); otherwise bars show only on a terminal
     and vanish when done."""
@@ -73,9 +74,6 @@ class TqdmProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    def __enter__(self) -> TqdmProgress:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

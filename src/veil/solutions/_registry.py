@@ -156,36 +156,29 @@ class Solution:
     benchmark: str | None = None  # a script under benchmarks/
 
     def format(self, name: str | None = None) -> DatasetFormat:
-        if not self.formats:
-            raise NotFound(f"solution {self.name!r} has no data set format")
-        if name is None:
-            return self.formats[0]
+        """The data set format `name` (default: the first)."""
         return _one(self.formats, name, f"data set format of {self.name}")
 
     def model(self, name: str | None = None) -> ModelSpec:
-        if not self.models:
-            raise NotFound(f"solution {self.name!r} has no model")
-        if name is None:
-            return self.models[0]
+        """The model `name` (default: the first)."""
         return _one(self.models, name, f"model of {self.name}")
 
     def job(self, name: str) -> JobSpec:
         return _one(self.jobs, name, f"job of {self.name}")
 
     def metric(self, name: str | None = None) -> Metric:
-        if not self.metrics:
-            raise NotFound(f"solution {self.name!r} has no metric")
-        if name is None:
-            return self.metrics[0]
+        """The metric `name` (default: the first, the headline)."""
         return _one(self.metrics, name, f"metric of {self.name}")
 
 
-def _one(items: Sequence[Any], name: str, what: str) -> Any:
+def _one(items: Sequence[Any], name: str | None, what: str) -> Any:
+    """The item called `name` (None: the first), or NotFound naming the ones there are."""
     for it in items:
-        if it.name == name:
+        if name is None or it.name == name:
             return it
     known = ", ".join(it.name for it in items) or "none"
-    raise NotFound(f"no {what} named {name!r} (known: {known})")
+    raise NotFound(f"no {what} named {name!r} (known: {known})" if name is not None
+                   else f"no {what} (there is none)")
 
 
 _SOLUTIONS: dict[str, Solution] = {}

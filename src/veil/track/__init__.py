@@ -133,21 +133,10 @@ class RunInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def data_volume(self) -> str | None:
-        return self.tags.get(TAG_DATA_VOLUME)
-
-    @property
-    def data_snapshot(self) -> str | None:
-        return self.tags.get(TAG_DATA_SNAPSHOT)
-
-    @property
-    def output_snapshot(self) -> str | None:
-        return self.tags.get(TAG_OUTPUT_SNAPSHOT)
-
-    @property
-    def data_path(self) -> str | None:
-        return self.tags.get(TAG_DATA_PATH)
+    data_volume = property(lambda self: self.tags.get(TAG_DATA_VOLUME))
+    data_path = property(lambda self: self.tags.get(TAG_DATA_PATH))
+    data_snapshot = property(lambda self: self.tags.get(TAG_DATA_SNAPSHOT))
+    output_snapshot = property(lambda self: self.tags.get(TAG_OUTPUT_SNAPSHOT))
 
     @property
     def headline(self) -> tuple[str, float] | None:

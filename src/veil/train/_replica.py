@@ -3,6 +3,7 @@ checkpoints and the per-epoch log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-class EpochLog:
+class EpochLog(contextlib.AbstractContextManager):
     """Rank 0's record of training: one JSON line per epoch in train.log, and one printed line
     (which the launcher shows as progress)."""
 
@@ -89,9 +90,6 @@ class EpochLog:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-    def __enter__(self) -> EpochLog:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

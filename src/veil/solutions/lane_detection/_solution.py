@@ -1,21 +1,13 @@
-"""TR-4896's lane detection as a veil solution: its registration (the module the
-`veil.solutions` entry point names). Imports nothing heavy: the parts load on first use."""
+"""The registration of TR-4896's lane detection (named by its `veil.solutions` entry point):
+the TuSimple format, the light and SCNN models, the official metric, the training job. Model
+and data code load only when a command needs them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import veil.solutions as vs
 from veil.progress import Progress, or_silent
-from veil.solutions import (
-    CheckReport,
-    DatasetFormat,
-    JobSpec,
-    Metric,
-    ModelSpec,
-    Rendered,
-    Solution,
-    register,
-)
 from veil.solutions.lane_detection._k8s import ExportOptions
 from veil.solutions.lane_detection._train import TrainConfig
 
@@ -38,7 +30,7 @@ def describe(sizes: dict[str, int]) -> str:
             f"({sizes['train_clips']} train, {sizes['test_clips']} test)")
 
 
-def check(path: str | Path) -> CheckReport:
+def check(path: str | Path) -> vs.CheckReport:
     """Read every label line and check it (JSON, h_samples, one x per h_sample, the image
     exists); each problem names its file and line."""
     from veil.solutions.lane_detection._tusimple import read_dataset
@@ -50,7 +42,7 @@ def check(path: str | Path) -> CheckReport:
     line = (f"{len(labels)} labelled frames, {sum(lanes)} lanes "
             f"({', '.join(f'{n}: {c}' for n, c in per.items())} lanes per frame); "
             f"{len(errors)} problem(s).")
-    return CheckReport(summary, list(errors), line)
+    return vs.CheckReport(summary, list(errors), line)
 
 
 def score_files(pred: str | Path, truth: str | Path) -> dict:
@@ -60,7 +52,7 @@ def score_files(pred: str | Path, truth: str | Path) -> dict:
     return evaluate_files(pred, truth).summary()
 
 
-def render_training(res) -> Rendered:
+def render_training(res) -> vs.Rendered:
     run = res.output.detail
     test = run.metrics.get("test")
     lines = [f"Trained in {run.seconds:.1f} s; model: {run.out / 'model.pt'}"]
@@ -73,7 +65,7 @@ def render_training(res) -> Rendered:
                      f"{test['FN']:.4f}  F1 {test['F1']:.4f}")
     data = {**run.metrics, "run_id": res.run_id, "snapshot": res.snapshot,
             "out": str(run.out)}
-    return Rendered(lines, [], data, 0)
+    return vs.Rendered(lines, [], data, 0)
 
 
 def _light():
@@ -88,12 +80,12 @@ def _scnn():
     return build("scnn")
 
 
-SOLUTION = register(Solution(
+SOLUTION = vs.register(vs.Solution(
     name="lane-detection",
     report="TR-4896",
     description="Lane detection trained data-parallel (torchrun, DDP) on TuSimple-format data "
                 "on a volume, with snapshots of data, model and logs.",
-    formats=[DatasetFormat(
+    formats=[vs.DatasetFormat(
         name="tusimple", description="TuSimple: clips/.../20.jpg, label_data_*.json and "
                                      "test_label.json (JSON lines)",
         generate=generate, check=check,
@@ -101,13 +93,13 @@ SOLUTION = register(Solution(
         describe=describe,
         size_help={"train_clips": "Labelled training frames (label_data_veil.json).",
                    "test_clips": "Labelled test frames (test_label.json)."})],
-    models=[ModelSpec("light", "a 183 k-parameter lane model that trains on a CPU in minutes",
+    models=[vs.ModelSpec("light", "a 183 k-parameter lane model that trains on a CPU in minutes",
                       build=_light),
-            ModelSpec("scnn", "SCNN (VGG16-BN dilated, spatial message passing), the "
+            vs.ModelSpec("scnn", "SCNN (VGG16-BN dilated, spatial message passing), the "
                               "report's model", build=_scnn)],
-    metrics=[Metric("Accuracy", score_files, files=True, shown=("Accuracy", "FP", "FN", "F1"),
+    metrics=[vs.Metric("Accuracy", score_files, files=True, shown=("Accuracy", "FP", "FN", "F1"),
                     description="TuSimple's official metric (with FP, FN) and F1")],
-    jobs=[JobSpec(
+    jobs=[vs.JobSpec(
         name="train",
         description="Train a lane detector data-parallel on TuSimple-format data, scoring it on "
                     "the test labels at the end (TR-4896).",
