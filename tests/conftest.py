@@ -23,6 +23,13 @@ HAS_XFS = ROOT and shutil.which("mkfs.xfs") is not None and "xfs" in Path(
     "/proc/filesystems").read_text()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _veil_home_of_the_session(tmp_path_factory):
+    """Every test, and every veil process it starts, works in a veil home of the session's
+    (tests that need their own set VEIL_HOME again): nothing lands in the user's ~/.veil."""
+    os.environ["VEIL_HOME"] = str(tmp_path_factory.mktemp("veil-home"))
+
+
 def need(ok: bool, why: str) -> None:
     if not ok:
         if os.environ.get("CI"):

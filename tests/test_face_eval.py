@@ -134,6 +134,15 @@ def test_scenario_2_reads_a_volume_and_snapshots_the_results(fddb, tmp_path, cop
     # same seed, same images: the volume's copy scores exactly as the folder did
     direct = results_block(veil("evaluate", "--dataset", str(fddb)).stdout)
     assert block == direct
+    # the job is an MLflow run linked both ways to its results snapshot
+    run_id = snaps[0].labels["mlflow-run"]
+    assert re.search(rf"MLflow run: {run_id}", p.stderr)
+    lineage = subprocess.run([sys.executable, "-m", "veil", "lineage",
+                              f"inference-results@{snaps[0].name}"], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    produced = lineage.split("used by")[0]
+    assert run_id in produced and f"mAP {float(snaps[0].labels['mAP']):.4f}" in produced
+    assert "data inference-data:" in produced
 
 
 def test_emitted_jobs_match_the_seeds_and_validate(tmp_path):

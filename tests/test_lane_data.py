@@ -303,3 +303,10 @@ def test_augmentation_changes_every_epoch_with_loader_workers(tmp_path):
         ds.epoch = epoch
         firsts.append(next(iter(loader))[0])
     assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
+
+
+def test_the_config_knows_every_model_by_name():
+    from veil.solutions.lane_detection._model import MODELS
+    from veil.solutions.lane_detection._train import MODEL_NAMES
+
+    assert tuple(MODELS) == MODEL_NAMES

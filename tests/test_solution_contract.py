@@ -119,3 +119,42 @@ def test_its_job_exports_into_a_projects_kai_queue(veil, tmp_path):
     assert "team-a" in {q["metadata"]["name"] for q in queues}
     bad = veil("solutions", "toy", "export", "k8s", "k8s", "--namespace", "Bad_NS", ok=False)
     assert bad.returncode == 2 and "not a valid Kubernetes name" in bad.stderr
+
+
+def test_a_broken_solution_plugin_breaks_nothing_else(veil, tmp_path):
+    """A plugin whose registration fails to import is reported, and every other command works."""
+    broken = tmp_path / "broken"
+    (broken / "veil_broken-0.1.dist-info").mkdir(parents=True)
+    (broken / "veil_broken-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: veil-broken\nVersion: 0.1\n")
+    (broken / "veil_broken-0.1.dist-info" / "entry_points.txt").write_text(
+        "[veil.solutions]\nbroken = veil_broken\n")
+    (broken / "veil_broken.py").write_text("import a_dependency_that_is_not_installed\n")
+    env = dict(os.environ, VEIL_HOME=str(tmp_path / "home"), VEIL_DRIVER="copy",
+               PYTHONPATH=os.pathsep.join([str(broken), str(PLUGINS)]))
+    run = [sys.executable, "-m", "veil"]
+    p = subprocess.run([*run, "volume", "list"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    p = subprocess.run([*run, "solutions", "list"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and re.search(r"^toy\s+TR-0000", p.stdout, re.M)
+    assert "solution 'broken' could not be loaded: veil_broken: ModuleNotFoundError" in p.stderr
+
+
+def test_a_malformed_registration_is_refused():
+    from dataclasses import dataclass
+
+    from veil.solutions import JobSpec, Solution, register
+
+    @dataclass
+    class Clashing:
+        seed: int = 0  # --seed is a shared option
+
+    with pytest.raises(TypeError, match="seed clash with the shared options"):
+        register(Solution("clash", "TR-1", "x", jobs=[JobSpec("train", "x", Clashing, run=id)]))
+    with pytest.raises(TypeError, match="may not be named 'export'"):
+        register(Solution("clash", "TR-1", "x", jobs=[JobSpec("export", "x", Clashing,
+                                                               run=id)]))
+    with pytest.raises(TypeError, match="not 'list'"):
+        register(Solution("list", "TR-1", "x"))

@@ -5,3 +5,5 @@ modules that need them.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]  # the packages: veil.data, veil.privacy, veil.solutions, ...

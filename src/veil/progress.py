@@ -46,16 +46,18 @@ def or_silent(progress: Progress | None) -> Progress:
 class TqdmProgress(contextlib.AbstractContextManager):
     """tqdm bars on stderr, one per phase. `keep=True` leaves each finished bar on screen (as
     the seed's job logs do, also when stderr is a file); otherwise bars show only on a terminal
-    and vanish when done."""
+    and vanish when done. Without tqdm installed it shows nothing."""
 
     def __init__(self, keep: bool = False, unit: str = "it") -> None:
         self.keep, self.unit = keep, unit
         self._bar: Any = None
 
     def start(self, total: int, description: str) -> None:
-        from tqdm import tqdm
-
         self.close()
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm comes with veil[torch]; without it, no bar
+            return
         if self.keep:
             self._bar = tqdm(total=total, desc=description, file=sys.stderr, mininterval=1.0,
                              dynamic_ncols=True, unit=self.unit)

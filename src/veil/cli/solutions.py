@@ -50,13 +50,15 @@ def _base(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _field_params(cls: type, prefix: str = "") -> list[inspect.Parameter]:
+def _field_params(cls: type, prefix: str = "", export: bool = False
+                  ) -> list[inspect.Parameter]:
     """One option per field of dataclass `cls` (fields marked `shared` come from the shared
-    block): --kebab-name, --x/--no-x for booleans, the field's metadata help."""
+    block; with `export`, fields marked export=False are left out): --kebab-name, --x/--no-x
+    for booleans, the field's metadata help."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
-        if f.metadata.get("shared"):
+        if f.metadata.get("shared") or (export and f.metadata.get("export") is False):
             continue
         tp, _ = _base(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
@@ -78,9 +80,13 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.metadata.get("shared"):
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                kwargs[f.name] = ""  # filled from the shared options by the job
+            if prefix + f.name in values:
+                kwargs[f.name] = values[prefix + f.name]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                kwargs[f.name] = ""  # filled from the shared options by the runner
             continue
+        if prefix + f.name not in values:
+            continue  # not offered (export=False): the default
         v = values.get(prefix + f.name)
         if isinstance(v, Path) and f.metadata.get("path"):
             v = str(v)
@@ -92,14 +98,24 @@ def _log(message: str) -> None:
     err_console.print(message, markup=False)
 
 
+def _needs(needs: dict, what: str) -> None:
+    from veil.errors import require_extra
+
+    for module, extra in needs.items():
+        require_extra(module, extra, what)
+
+
 # --------------------------------------------------------------------- per-solution commands
 
 
 def _list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every registered solution, the report it implements, and its commands."""
-    from veil.solutions import list_solutions
+    from veil.solutions import list_solutions, load_errors
 
     sols = list_solutions()
+    for name, why in load_errors().items():
+        err_console.print(f"warning: solution {name!r} could not be loaded: {why}",
+                          markup=False)
     if as_json:
         return print_json([{"name": s.name, "report": s.report, "description": s.description,
                             "jobs": [j.name for j in s.jobs],
@@ -156,6 +172,7 @@ def _generate(sol, fmt) -> Callable:
         from veil import data
         from veil.progress import TqdmProgress
 
+        _needs(fmt.needs, f"veil solutions {sol.name} generate")
         sizes = sizes_for(fmt, {k: kw[k] for k in fmt.sizes})
         target = Path(kw["path"])
         if kw["volume"] is not None:
@@ -191,6 +208,7 @@ def _check(sol, fmt) -> Callable:
         from veil import data
         from veil.solutions import resolve
 
+        _needs(fmt.needs, f"veil solutions {sol.name} check")
         report = resolve(fmt.check)(data.resolve_path(path, volume))
         if as_json:
             print_json({**report.summary, "errors": report.errors})
@@ -260,19 +278,23 @@ def _job(sol, job) -> Callable:
         from veil.progress import TqdmProgress
         from veil.train import run_job
 
-        for module, extra in job.needs.items():
-            require_extra(module, extra, f"veil solutions {sol.name} {job.name}")
+        _needs(job.needs, f"veil solutions {sol.name} {job.name}")
         cfg = _build(job.config, kw, prefix="cfg_")
         name = kw["job_name"] or (resolve(job.name_for)(cfg) if job.name_for else sol.name)
         snapshot = kw["snapshot"]
         if snapshot is None:
             snapshot = job.snapshot and kw["results"] is not None
         flag = (job.snapshot_flags or snap_flags)[0].split("/")[0]
+        data_flag = (job.data_flags or ("--data",))[0]
+        if kw["track"]:
+            require_extra("mlflow", "track", "recording the run (--no-track skips it)")
         with TqdmProgress(keep=True) as bar:
             res = run_job(resolve(job.run), cfg, job=name,
                           experiment=job.experiment or sol.name, solution=sol.name,
                           data=kw["data"], volume=kw["volume"], out=kw["out"],
                           results=kw["results"], snapshot=snapshot, snapshot_flag=flag,
+                          data_required=f"{data_flag} is required ({job.data})"
+                          if job.data else None,
                           track=kw["track"], device=kw["device"], seed=kw["seed"],
                           metric=job.metric, out_required=job.out_required,
                           prepare=resolve(job.prepare), log=_log, progress=bar)
@@ -319,7 +341,9 @@ def _export_k8s(sol, job) -> Callable:
         _param("image", str, typer.Option(d["image"], "--image", help="Container image.")),
         _param("gpus", int, typer.Option(d["gpus"], "--gpus", help="nvidia.com/gpu limit per "
                "process.")),
-        *_field_params(job.config, prefix="cfg_"),
+        *([_param("cfg_seed", int, typer.Option(0, "--seed", help="Random seed."))]
+          if "seed" in {f.name for f in dataclasses.fields(job.config)} else []),
+        *_field_params(job.config, prefix="cfg_", export=True),
         *(_field_params(job.k8s_options, prefix="k8s_") if job.k8s_options else []),
     ]
 

@@ -21,6 +21,7 @@ from veil.data._api import (
     restore_snapshot,
     snapshot_path,
     stored_bytes,
+    timestamp,
     volume_path,
 )
 from veil.data._doctor import (
@@ -66,6 +67,7 @@ __all__ = [
     "restore_snapshot",
     "snapshot_path",
     "stored_bytes",
+    "timestamp",
     "validate_name",
     "volume_path",
 ]

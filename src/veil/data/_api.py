@@ -209,7 +209,8 @@ def _labels(labels: dict[str, str] | list[str] | None) -> dict[str, str]:
     return parse_labels(labels)
 
 
-def _timestamp() -> str:
+def timestamp() -> str:
+    """The time as veil and the reports' jobs put it in names: YYYY-MM-DD-HH-MM-SS."""
     return time.strftime("%Y-%m-%d-%H-%M-%S")
 
 
@@ -373,7 +374,7 @@ def create_snapshot(
     with _writing(home, f"snapshotting {volume}") as h:
         vrow = h.volume(volume)
         if name is None:
-            name = _free_snapshot_name(h, vrow, f"snap-{_timestamp()}")
+            name = _free_snapshot_name(h, vrow, f"snap-{timestamp()}")
         elif h.store.snapshot(vrow.id, name):
             raise AlreadyExists(f"volume {volume!r} already has a snapshot named {name!r}")
         srow = _add_snapshot(h, vrow, name, lab)
@@ -488,7 +489,7 @@ def clone_volume(
         made: list[tuple[str, str]] = []
         try:
             if snapshot is None:
-                sname = _free_snapshot_name(h, src, f"clone-{new}-{_timestamp()}")
+                sname = _free_snapshot_name(h, src, f"clone-{new}-{timestamp()}")
                 srow = _add_snapshot(h, src, sname, {"veil.clone": new})
                 made.append(("snapshots", srow.id))
                 _take_snapshot(h, src, srow, progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,9 @@ def resolve(ref: Ref | None) -> Any:
     """The object a Ref names (the callable itself when given one)."""
     if ref is None or not isinstance(ref, str):
         return ref
-    module, _, attr = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+    from veil.train import resolve as named
+
+    return named(ref)
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,7 @@ class DatasetFormat:
     sizes: Mapping[str, int] = field(default_factory=dict)
     size_help: Mapping[str, str] = field(default_factory=dict)
     describe: Ref | None = None  # describe(sizes) -> "40 images (10 folds of 4)", for messages
+    needs: Mapping[str, str] = field(default_factory=dict)  # module -> veil extra installing it
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ class JobSpec:
     snapshot: bool = False
     snapshot_flags: Sequence[str] = ()  # other spellings of --snapshot/--no-snapshot
     data_flags: Sequence[str] = ()  # other spellings of --data
+    data: str | None = "the data set's folder"  # what --data is (None: the job needs none)
     out_required: bool = False
     k8s: Ref | None = None
     k8s_options: type | None = None
@@ -182,33 +183,70 @@ def _one(items: Sequence[Any], name: str | None, what: str) -> Any:
 
 
 _SOLUTIONS: dict[str, Solution] = {}
+_FAILED: dict[str, str] = {}  # entry point -> why its module could not be imported
 _loaded = False
+# names the platform gives every solution's commands and options: a job or config field may
+# not take them
+RESERVED_JOBS = frozenset({"info", "generate", "check", "score", "export", "list"})
+SHARED_OPTIONS = frozenset({"data", "volume", "out", "results", "snapshot", "job", "track",
+                            "device", "seed", "json", "project", "namespace", "image", "gpus"})
+_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def register(solution: Solution) -> Solution:
-    """Make `solution` known to `veil solutions ...` (called by its registration module)."""
+    """Make `solution` known to `veil solutions ...` (called by its registration module).
+    A malformed declaration is a TypeError naming what to change."""
+    if not _NAME.fullmatch(solution.name) or solution.name == "list":
+        raise TypeError(f"a solution's name is lower-case letters, digits and '-' (not "
+                        f"'list'): {solution.name!r}")
+    if solution.name in _SOLUTIONS and _SOLUTIONS[solution.name] is not solution:
+        raise TypeError(f"two solutions are named {solution.name!r}")
     for job in solution.jobs:
-        if not dataclasses.is_dataclass(job.config):
-            raise TypeError(f"{solution.name}: job {job.name}'s config must be a dataclass")
+        if job.name in RESERVED_JOBS or not _NAME.fullmatch(job.name):
+            raise TypeError(f"{solution.name}: a job may not be named {job.name!r}")
+        for cls in (job.config, job.k8s_options):
+            if cls is None:
+                continue
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{solution.name}: job {job.name}'s {cls!r} must be a "
+                                "dataclass")
+            clash = {f.name.replace("_", "-") for f in dataclasses.fields(cls)
+                     if not f.metadata.get("shared")} & SHARED_OPTIONS
+            if clash:
+                raise TypeError(f"{solution.name}: job {job.name}'s {cls.__name__} fields "
+                                f"{', '.join(sorted(clash))} clash with the shared options")
     _SOLUTIONS[solution.name] = solution
     return solution
 
 
 def load_entry_points() -> None:
-    """Import every registration module named in entry-point group `veil.solutions` (once)."""
+    """Import every registration module named in entry-point group `veil.solutions` (once).
+    One that fails to import is left out and kept in `load_errors()`: a broken plugin does not
+    break veil."""
     global _loaded
     if _loaded:
         return
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        importlib.import_module(ep.module)
     _loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            importlib.import_module(ep.module)
+        except Exception as e:  # a plugin's own bug or missing dependency
+            _FAILED[ep.name] = f"{ep.module}: {type(e).__name__}: {e}"
+
+
+def load_errors() -> dict[str, str]:
+    """Entry points whose registration module could not be imported, with why."""
+    load_entry_points()
+    return dict(_FAILED)
 
 
 def get_solution(name: str) -> Solution:
     load_entry_points()
     if name not in _SOLUTIONS:
+        if name in _FAILED:
+            raise NotFound(f"solution {name!r} could not be loaded: {_FAILED[name]}")
         known = ", ".join(sorted(_SOLUTIONS)) or "none"
         raise NotFound(f"no solution {name!r}; registered: {known}")
     return _SOLUTIONS[name]

@@ -200,3 +200,28 @@ def snapshot_lineage(snapshot: str, volume: str | None = None, *,
 
 def run_lineage(run_id: str, *, home: Path | None = None) -> Lineage:
     return Lineage(f"run {run_id}", run=get_run(run_id, home=home))
+
+
+__all__ = [
+    "TAG_DATA_PATH",
+    "TAG_DATA_SNAPSHOT",
+    "TAG_DATA_SNAPSHOT_VOLUME",
+    "TAG_DATA_VOLUME",
+    "TAG_JOB",
+    "TAG_METRIC",
+    "TAG_OUTPUT_SNAPSHOT",
+    "TAG_OUTPUT_VOLUME",
+    "TAG_RUN_DIR",
+    "TAG_SOLUTION",
+    "Lineage",
+    "Run",
+    "RunInfo",
+    "get_run",
+    "lineage_tags",
+    "output_tags",
+    "run_lineage",
+    "runs",
+    "snapshot_lineage",
+    "start_run",
+    "tracking_uri",
+]

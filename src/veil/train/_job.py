@@ -5,7 +5,6 @@ jobs of every solution run through `run_job`."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,9 @@ from veil.progress import Log, Progress, or_silent, quiet
 
 def stamp() -> str:
     """The time as veil and the seed's jobs put it in run and snapshot names."""
-    return time.strftime("%Y-%m-%d-%H-%M-%S")
+    from veil.data import timestamp
+
+    return timestamp()
 
 
 @dataclass
@@ -67,7 +68,7 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
             results: str | None = None, snapshot: bool = False, track: bool = True,
             device: str = "cpu", seed: int = 0, metric: str | None = None,
             out_required: bool = False, params: dict | None = None,
-            snapshot_flag: str = "--snapshot",
+            snapshot_flag: str = "--snapshot", data_required: str | None = None,
             prepare: Callable[[Any, JobContext], None] | None = None,
             log: Log | None = None, progress: Progress | None = None,
             home: Path | None = None) -> JobResult:
@@ -78,7 +79,11 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
       RESULTS/<run>/ on the `results` volume (created if missing), else, when it needs a
       folder (`out_required`), into VOLUME/runs/<run>/.
     - With `snapshot`, the results volume (or, without one, the data volume) is snapshotted
-      as snap-VOLUME-JOB-<time> after the job succeeded, never after a failure.
+      as snap-VOLUME-<run> (the run being JOB-<start time>) after the job succeeded, never
+      after a failure.
+    - `data_required` is the message for a missing `data` (None: the job may run without).
+    - Fields of a dataclass `config` marked `shared` in their metadata (data, out, device,
+      seed) are filled from the resolved values before `prepare` runs and the run is logged.
     - With `track`, an MLflow run (experiment `experiment`) holds the config, the metrics and
       the lineage tags of `veil.track`; it ends FAILED if the job fails.
     Everything that can be checked (names, volumes, paths, `prepare`) is checked before the
@@ -86,6 +91,10 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
     from veil import data as vdata
 
     vdata.validate_name(job, "job name")
+    if data is None and data_required:
+        raise InvalidArgument(data_required)
+    if out is not None and results is not None:
+        raise InvalidArgument("--out and --results both say where the run writes: give one")
     log = quiet(log)
     run_name = f"{job}-{stamp()}"
     target = results if results is not None else volume
@@ -96,7 +105,7 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
     if volume is not None:
         vdata.get_volume(volume, home=home)  # a missing volume fails here, before the job
         origin = vdata.data_origin(volume, home=home)
-    path = vdata.resolve_path(data, volume, home=home) if data is not None else None
+    path = vdata.resolve_path(data, volume, home=home).absolute() if data is not None else None
     if results is not None:
         vdata.validate_name(results, "volume name")
     out_dir: Path | None
@@ -104,6 +113,7 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
         out_dir = Path(out)
         if volume is not None and not out_dir.is_absolute():
             out_dir = vdata.volume_path(volume, home=home) / out_dir
+        out_dir = out_dir.absolute()
     elif results is not None:
         out_dir = None  # RESULTS/<run>, once the volume exists
     elif out_required and volume is not None:
@@ -121,13 +131,14 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
     if snapshot:  # a name the snapshot can have, checked now rather than after the job
         vdata.validate_name(f"snap-{target}-{run_name}", "snapshot name")
     ctx = JobContext(job, run_name, path, volume, out_dir, device, seed, log, progress, home)
+    config = _shared(config, ctx)
     if prepare is not None:
         prepare(config, ctx)  # bad options or data: no run is recorded for them
     if results is not None:
         vdata.ensure_volume(results, labels={"purpose": f"{solution or job} results"},
                             home=home)
-        if ctx.out is None:
-            ctx.out = vdata.volume_path(results, home=home) / run_name
+        ctx.out = vdata.volume_path(results, home=home).absolute() / run_name
+        config = _shared(config, ctx)
     if ctx.out is not None:
         ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.progress = or_silent(progress)
@@ -144,10 +155,10 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
         if snapshot:
             from veil import track as tracking
 
-            labels = {"job": job, **output.labels}
+            labels = {"job": job, "run": run_name, **output.labels}
             if run is not None:
                 labels["mlflow-run"] = run.run_id
-            snap = vdata.create_snapshot(target, name=f"snap-{target}-{job}-{stamp()}",
+            snap = vdata.create_snapshot(target, name=f"snap-{target}-{run_name}",
                                          labels=labels, home=home).name
             if run is not None:
                 run.set_tags(tracking.output_tags(snap, target))
@@ -167,6 +178,24 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
             data_snapshot_volume=origin[1], run_dir=str(ctx.out) if ctx.out else None,
             metric=metric))
         return finish(run)
+
+
+_SHARED = {"data": "data", "out": "out", "device": "device", "seed": "seed"}
+
+
+def _shared(config: Any, ctx: JobContext) -> Any:
+    """`config` with its fields marked `shared` set from the context (as strings where the
+    field holds a path as text)."""
+    if not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        return config
+    values = {}
+    for f in dataclasses.fields(config):
+        if f.metadata.get("shared") and f.name in _SHARED:
+            v = getattr(ctx, _SHARED[f.name])
+            if isinstance(v, Path) and isinstance(getattr(config, f.name), str):
+                v = str(v)
+            values[f.name] = v if v is not None else getattr(config, f.name)
+    return dataclasses.replace(config, **values)
 
 
 def _params(config: Any) -> dict:

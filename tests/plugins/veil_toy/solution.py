@@ -85,8 +85,6 @@ def _points(ctx: JobContext):
 
 
 def prepare(cfg, ctx: JobContext) -> None:
-    if ctx.data is None:
-        raise InvalidArgument("--data is required (a folder with points.csv)")
     _points(ctx)
 
 
@@ -133,7 +131,8 @@ SOLUTION = register(Solution(
     models=[ModelSpec("line", "y = a x + b", build=lambda: {"slope": 0.0, "intercept": 0.0})],
     metrics=[Metric("mse", mse, higher_is_better=False, description="mean squared error")],
     jobs=[JobSpec("train", "Fit the line.", TrainConfig, run=train, prepare=prepare,
-                  metric="mse", out_required=True, k8s=manifests, k8s_options=ExportOptions),
+                  metric="mse", out_required=True, data="a folder with points.csv",
+                  k8s=manifests, k8s_options=ExportOptions),
           JobSpec("evaluate", "Score a fitted line.", EvaluateConfig, run=evaluate,
                   prepare=prepare, metric="mse")],
 ))

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from veil.solutions.face_privacy._evaluate import Evaluation
 
 EXPERIMENT = "face-privacy"
+MAX_ALPHA = 0.999  # as veil.privacy's
 
 
 @dataclass
@@ -28,13 +29,16 @@ class EvaluateConfig:
                                                  "--alpha)."})
     alpha: float | None = field(default=None, metadata={
         "help": "ALPHA of the obfuscation, in [0, 0.999]."})
+    # local files: not part of an exported Job (its image brings the shipped weights and fits
+    # the noise on the data set's fit/ folder)
     obfuscator: Path | None = field(default=None, metadata={
         "help": "A fitted obfuscator (veil privacy fit --task faces); default: fit one on "
-                "DATASET/fit."})
+                "DATASET/fit.", "export": False})
     weights: Path | None = field(default=None, metadata={"help": "FaceBoxes weights (default: "
-                                                         "shipped)."})
+                                                         "shipped).", "export": False})
     workdir: Path | None = field(default=None, metadata={
-        "help": "Where fitted obfuscators are kept (default ./veil-privacy-faces)."})
+        "help": "Where fitted obfuscators are kept (default ./veil-privacy-faces).",
+        "export": False})
     batch_size: int = field(default=4, metadata={"help": "Images per forward pass."})
 
 
@@ -164,9 +168,10 @@ def _k8s_job_name(alpha: float | None) -> str:
 
 
 def job_manifest(alpha: float | None, target: k8s.Target, *, dataset: str, data_pvc: str,
-                 results_pvc: str | None) -> dict:
+                 results_pvc: str | None, batch_size: int = 4) -> dict:
     """A batch/v1 Job like the seed's inference-job-raw.yaml / inference-job-protopia-0.8.yaml,
-    running `veil solutions face-privacy evaluate` with the data PVC mounted at /data."""
+    running `veil solutions face-privacy evaluate` with the data PVC mounted at /data. The pod's
+    MLflow store would vanish with it, so the Job runs with --no-track."""
     command = ["veil", "solutions", "face-privacy", "evaluate", "--dataset",
                f"/data/{dataset.lstrip('/')}"]
     env: dict = {}
@@ -182,6 +187,9 @@ def job_manifest(alpha: float | None, target: k8s.Target, *, dataset: str, data_
         volumes.append(k8s.pvc_volume("results", results_pvc))
     if target.gpus:
         command += ["--device", "cuda"]
+    if batch_size != 4:
+        command += ["--batch-size", str(batch_size)]
+    command.append("--no-track")
     c = k8s.container("inference", target.image, command, env_vars=env, mounts=mounts,
                       gpus=target.gpus)
     template = k8s.pod_template([c], volumes, project=target.project)
@@ -193,6 +201,8 @@ def sweep(cfg: EvaluateConfig, alphas: str | None) -> list[float | None]:
     """The raw job plus one per ALPHA in `alphas` (or the config's own ALPHA when noisy)."""
     if cfg.noisy and cfg.alpha is None:
         raise InvalidArgument("--noisy needs --alpha")
+    if cfg.alpha is not None and not cfg.noisy:
+        raise InvalidArgument("--alpha applies only with --noisy")
     out: list[float | None] = [None]
     if alphas:
         try:
@@ -202,6 +212,9 @@ def sweep(cfg: EvaluateConfig, alphas: str | None) -> list[float | None]:
                                   f"{alphas!r}") from None
     elif cfg.noisy:
         out = [cfg.alpha]
+    for a in out:  # the bounds of veil.privacy's check_alpha, without importing torch here
+        if a is not None and not 0.0 <= a <= MAX_ALPHA:
+            raise InvalidArgument(f"ALPHA must be in [0, {MAX_ALPHA}] (0 is clean), not {a:g}")
     return out
 
 
@@ -212,6 +225,9 @@ def manifests(cfg: EvaluateConfig, target: k8s.Target, opts: ExportOptions, *,
     k8s.check_name(opts.data_pvc, "data PVC", subdomain=True)
     if opts.results_pvc is not None:
         k8s.check_name(opts.results_pvc, "results PVC", subdomain=True)
+    if cfg.batch_size < 1:
+        raise InvalidArgument(f"--batch-size must be >= 1, not {cfg.batch_size}")
     return {("inference-job-raw.yaml" if a is None else f"inference-job-veil-{a:g}.yaml"):
             job_manifest(a, target, dataset=data, data_pvc=opts.data_pvc,
-                         results_pvc=opts.results_pvc) for a in sweep(cfg, opts.alphas)}
+                         results_pvc=opts.results_pvc, batch_size=cfg.batch_size)
+            for a in sweep(cfg, opts.alphas)}

@@ -109,7 +109,7 @@ SOLUTION = register(Solution(
         name="fddb", description="FDDB: FDDB-folds/ ellipse annotations, originalPics/ JPEGs; "
                                  "ROOT/fit and ROOT/attack for veil.privacy",
         generate=generate, check=check, read="veil.solutions.face_privacy._fddb:read_fddb",
-        sizes=SIZES, describe=describe,
+        sizes=SIZES, describe=describe, needs={"numpy": "torch", "PIL": "torch"},
         size_help={"images_per_fold": "Images in each of the 10 folds.",
                    "fit_per_fold": "Images per fold of ROOT/fit (for fitting the obfuscator); "
                                    "0: none.",
@@ -130,7 +130,7 @@ SOLUTION = register(Solution(
         config=EvaluateConfig, run="veil.solutions.face_privacy._job:evaluate_job",
         prepare="veil.solutions.face_privacy._job:check",
         name_for="veil.solutions.face_privacy._job:job_name", experiment="face-privacy",
-        metric="mAP", snapshot=True, data_flags=("--dataset",),
+        metric="mAP", snapshot=True, data_flags=("--dataset",), data="an FDDB-layout folder",
         k8s="veil.solutions.face_privacy._job:manifests", k8s_options=ExportOptions,
         k8s_defaults={"namespace": "inference", "gpus": 0}, render=render_evaluation,
         needs={"torch": "torch"})],

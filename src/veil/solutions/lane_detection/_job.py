@@ -16,20 +16,20 @@ from veil.train import JobContext, JobOutput, JobResult, run_job
 EXPERIMENT = "lane-detection"
 
 
-def _resolved(cfg: TrainConfig, ctx: JobContext) -> TrainConfig:
-    return replace(cfg, data=str(Path(ctx.data).absolute()), out=str(Path(ctx.out).absolute()),
-                   device=ctx.device, seed=ctx.seed,
-                   init=str(Path(cfg.init).absolute()) if cfg.init else None)
+def _resolved(cfg: TrainConfig) -> TrainConfig:
+    return replace(cfg, init=str(Path(cfg.init).absolute()) if cfg.init else None)
 
 
 def check(cfg: TrainConfig, ctx: JobContext) -> None:
-    """Options, labels, images, --init and the device, before any run is recorded."""
-    prepare(_resolved(cfg, ctx))
+    """Options, labels, images, --init and the device, before any run is recorded (the
+    runner has filled data, out, device and seed from its shared options)."""
+    prepare(_resolved(cfg))
 
 
 def train(cfg: TrainConfig, ctx: JobContext) -> JobOutput:
     """Train data-parallel; the run's figures for MLflow and the snapshot's labels."""
-    res = launch(_resolved(cfg, ctx), log=ctx.log)
+    ctx.log(f"Training {cfg.model} on {cfg.data} with {cfg.processes} process(es) ...")
+    res = launch(_resolved(cfg), log=ctx.log)
     test = res.metrics.get("test")
     metrics = {f"test_{k}": v for k, v in (test or {}).items() if k != "images"}
     labels = {}
@@ -55,14 +55,9 @@ def train_job(cfg: TrainConfig, processes: int | None = None, *, job: str = "lan
     snapshotted after a failure. `cfg.data` and `cfg.out` are taken as they are."""
     if processes is not None:
         cfg = replace(cfg, processes=processes)
-    if snapshot and volume is None:
-        from veil.errors import InvalidArgument
-
-        raise InvalidArgument("--enable-snapshot needs --volume: the snapshot is of the volume "
-                              "holding the data, the model and the logs")
     return run_job(train, cfg, job=job, experiment=EXPERIMENT, solution="lane-detection",
                    data=Path(cfg.data).absolute(), volume=volume,
                    out=Path(cfg.out).absolute(), snapshot=snapshot, track=track,
                    device=cfg.device, seed=cfg.seed, metric="test_Accuracy",
-                   out_required=True, params={"processes": cfg.processes}, prepare=check,
+                   out_required=True, snapshot_flag="--enable-snapshot", prepare=check,
                    log=log, home=home)

@@ -40,6 +40,7 @@ def manifests(cfg: TrainConfig, target: k8s.Target, opts: ExportOptions, *,
               data: str = "tusimple") -> dict[str, dict]:
     """pytorchjob.yaml, volumesnapshot.yaml and restore-snapshot-pvc.yaml."""
     target.check()
+    cfg.check()
     job, ns = k8s.check_name(opts.job_name, "job"), target.namespace
     worker_cfg = replace(cfg, data=f"/mnt/{data.strip('/')}", out=f"/mnt/runs/{job}",
                          device="cuda" if target.gpus else "cpu", init=None)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from veil.errors import InvalidArgument, VeilError
 
+MODEL_NAMES = ("light", "scnn")  # the keys of _model.MODELS
+
 
 @dataclass
 class TrainConfig:
@@ -47,17 +49,17 @@ class TrainConfig:
     threads: int = field(default=1, metadata={"help": "torch threads per process."})
     device: str = field(default="cpu", metadata={"shared": True})
     init: str | None = field(default=None, metadata={"help": "Start from these weights "
-                                                     "(model.pt).", "path": True})
+                                                     "(model.pt).", "path": True,
+                                                     "export": False})
     val_every: int = field(default=0, metadata={"help": "Also score the test labels every N "
                                                 "epochs (0: only at the end)."})
     processes: int = field(default=1, metadata={"help": "Data-parallel replicas (torchrun, "
                                                 "gloo on CPU, NCCL on GPU).", "env": "NPROC"})
 
     def check(self) -> TrainConfig:
-        from veil.solutions.lane_detection._model import MODELS
-
-        if self.model not in MODELS:
-            raise InvalidArgument(f"--model must be one of {', '.join(MODELS)}, not "
+        """The options' ranges (imports no torch: manifests are checked with it too)."""
+        if self.model not in MODEL_NAMES:
+            raise InvalidArgument(f"--model must be one of {', '.join(MODEL_NAMES)}, not "
                                   f"{self.model!r}")
         for name in ("epochs", "batch_size", "val_batch_size", "threads"):
             v = getattr(self, name)
