@@ -43,7 +43,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="veil-lane-bench-"))
     data = work / "tusimple"
     t0 = time.perf_counter()
-    generate(data, args.seed, args.train_clips, args.test_clips)
+    generate(data, seed=args.seed, train_clips=args.train_clips, test_clips=args.test_clips)
     print(f"generated {args.train_clips} + {args.test_clips} frames in "
           f"{time.perf_counter() - t0:.1f} s ({data})", flush=True)
     result: dict = {"train_clips": args.train_clips, "test_clips": args.test_clips,

@@ -38,7 +38,7 @@ def main() -> None:
     faces = args.task == "faces"
     data = args.workdir / ("data-speed-faces" if faces else "data-speed")
     if not (data / "dataset.json").exists():
-        task.generate(data, 0, {"fit": 40, "attack": 10, "test": 10} if faces
+        task.generate(data, seed=0, sizes={"fit": 40, "attack": 10, "test": 10} if faces
                       else {"fit": 400, "attack": 1, "test": 1})
     wd = args.workdir / ("speed-faces" if faces else "speed")
     obf = obfuscators(task, data, [0.8], workdir=wd, distribution=args.distribution, epochs=1,

@@ -69,7 +69,7 @@ def main() -> None:
                  else {"fit": 4000, "attack": 2000, "test": 1000})
     data = args.workdir / ("data-quick" if args.quick else "data")
     if not (data / "dataset.json").exists():
-        task.generate(data, 0, sizes)
+        task.generate(data, seed=0, sizes=sizes)
     attack_epochs = args.attack_epochs or (4 if args.quick else (20 if faces else 40))
     args.width = args.width or (64 if faces else 96)
     alphas = (0.4, 0.9, 0.95, 0.99) if args.quick else ALPHAS

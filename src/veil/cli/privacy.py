@@ -93,7 +93,7 @@ def generate(
     sizes = {**t.sizes, **{k: v for k, v in given.items() if v is not None}}
     total = sum(sizes.values())
     with TqdmProgress(unit="img") as progress:
-        t.generate(path, seed, sizes, progress=progress)
+        t.generate(path, seed=seed, sizes=sizes, progress=progress)
     console.print(f"Wrote {total} images to {path} (fit {sizes['fit']}, attack "
                   f"{sizes['attack']}, test {sizes['test']}).")
 

@@ -114,7 +114,7 @@ def shapes_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([render(int(c), rng) for c in labels]), labels.astype(np.int64)
 
 
-def generate(path: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
+def generate(path: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = None,
              progress: Progress | None = None) -> Path:
     """Write the fit (folder `train/`), attack and test splits as PNG files in the ImageFolder
     layout; `sizes` maps "fit", "attack" and "test" to image counts.

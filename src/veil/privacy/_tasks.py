@@ -27,7 +27,7 @@ class PrivacyTask:
     score(model, transform, data, split, device) -> the task metric (higher is better), with
         `transform` applied to the activation (None: clean).
     images(data, split, batch_size) -> iterable of (inputs, images in [0, 1]) for the attack.
-    generate(path, seed, sizes, progress) writes a dataset in the task's real on-disk format;
+    generate(path, *, seed, sizes, progress) writes a dataset in the task's real on-disk format;
         `sizes` maps the splits "fit", "attack" and "test" to image counts (`sizes` below holds
         the task's defaults), and `progress` (a veil.progress.Progress or None) gets one phase
         counting the images written.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from veil.progress import Progress, or_silent
+from veil.progress import Progress
 from veil.solutions import (
     CheckReport,
     DatasetFormat,
@@ -26,11 +26,7 @@ def generate(path: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = 
     """Synthetic faces in FDDB's layout: 10 folds, and ROOT/fit and ROOT/attack when asked."""
     from veil.solutions.face_privacy._synth import generate as write
 
-    s = {**SIZES, **(sizes or {})}
-    bar = or_silent(progress)
-    bar.start(10 * sum(s.values()), "writing images")
-    return write(path, seed, s["images_per_fold"], bar.advance,
-                 fit_per_fold=s["fit_per_fold"], attack_per_fold=s["attack_per_fold"])
+    return write(path, seed=seed, progress=progress, **{**SIZES, **(sizes or {})})
 
 
 def describe(sizes: dict[str, int]) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 
 from veil._newdir import new_directory
 from veil.errors import InvalidArgument
+from veil.progress import Progress, or_silent
 from veil.solutions.face_privacy._fddb import FOLDS, Ellipse, FddbImage, write_fold
 
 SKIN = ((255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36),
@@ -199,7 +200,8 @@ def render(rng: np.random.Generator, size: tuple[int, int] | None = None,
 SUBSETS = ("fit", "attack")  # extra FDDB-layout sets under the root, for veil.privacy
 
 
-def _write_folds(root: Path, seed: int, images_per_fold: int, stream: int, progress) -> int:
+def _write_folds(root: Path, seed: int, images_per_fold: int, stream: int,
+                 progress: Progress) -> int:
     from PIL import Image
 
     faces = 0
@@ -214,14 +216,14 @@ def _write_folds(root: Path, seed: int, images_per_fold: int, stream: int, progr
             Image.fromarray(arr).save(target, quality=92)
             images.append(FddbImage(name, target, ellipses))
             faces += len(ellipses)
-            if progress is not None:
-                progress(1)
+            progress.advance(1)
         write_fold(root, fold, images)
     return faces
 
 
-def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progress=None, *,
-             fit_per_fold: int = 0, attack_per_fold: int = 0) -> Path:
+def generate(path: str | Path, *, seed: int = 0, images_per_fold: int = 30,
+             fit_per_fold: int = 0, attack_per_fold: int = 0,
+             progress: Progress | None = None) -> Path:
     """Write a synthetic FDDB data set: 10 folds of `images_per_fold` images.
 
     With `fit_per_fold` / `attack_per_fold`, also write `fit/` and `attack/` under it, each an
@@ -236,6 +238,8 @@ def generate(path: str | Path, seed: int = 0, images_per_fold: int = 30, progres
     for what, n in (("fit_per_fold", fit_per_fold), ("attack_per_fold", attack_per_fold)):
         if not isinstance(n, int) or n < 0:
             raise InvalidArgument(f"{what} must be a whole number >= 0, not {n!r}")
+    progress = or_silent(progress)
+    progress.start(10 * (images_per_fold + fit_per_fold + attack_per_fold), "writing images")
     with new_directory(path) as tmp:
         faces = _write_folds(tmp, seed, images_per_fold, 0, progress)
         extra = {}

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from veil.errors import InvalidArgument
 from veil.privacy import PrivacyTask, register_task
-from veil.progress import Progress, or_silent
+from veil.progress import Progress
 from veil.solutions.face_privacy import _evaluate, _faceboxes, _model, _synth
 from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
 
@@ -105,7 +105,7 @@ def score(model, transform, data, split: str = "test", device="cpu") -> float:
     return _evaluate.run(model, split_root(data, split), transform, strict=True).map
 
 
-def generate(path, seed: int = 0, sizes: dict[str, int] | None = None,
+def generate(path, *, seed: int = 0, sizes: dict[str, int] | None = None,
              progress: Progress | None = None):
     """ROOT (test folds), ROOT/fit and ROOT/attack; `sizes` counts images per split, each a
     multiple of 10 (ten folds each)."""
@@ -118,11 +118,9 @@ def generate(path, seed: int = 0, sizes: dict[str, int] | None = None,
         if not isinstance(n, int) or n < 10 or n % 10:
             raise InvalidArgument(f"the faces task writes 10 folds: {split} needs a multiple of "
                                   f"10 images, not {n!r}")
-    progress = or_silent(progress)
-    progress.start(sum(sizes.values()), "writing faces images")
-    return _synth.generate(path, seed, sizes["test"] // 10, progress.advance,
+    return _synth.generate(path, seed=seed, images_per_fold=sizes["test"] // 10,
                            fit_per_fold=sizes["fit"] // 10,
-                           attack_per_fold=sizes["attack"] // 10)
+                           attack_per_fold=sizes["attack"] // 10, progress=progress)
 
 
 TASK = register_task(PrivacyTask(

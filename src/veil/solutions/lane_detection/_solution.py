@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import veil.solutions as vs
-from veil.progress import Progress, or_silent
+from veil.progress import Progress
 from veil.solutions.lane_detection._k8s import ExportOptions
 from veil.solutions.lane_detection._train import TrainConfig
 
@@ -19,10 +19,7 @@ def generate(path: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = 
     """Synthetic road frames in TuSimple's layout with exact labels."""
     from veil.solutions.lane_detection._synth import generate as write
 
-    s = {**SIZES, **(sizes or {})}
-    bar = or_silent(progress)
-    bar.start(max(s["train_clips"], 0) + max(s["test_clips"], 0), "writing frames")
-    return write(path, seed, s["train_clips"], s["test_clips"], bar.advance)
+    return write(path, seed=seed, progress=progress, **{**SIZES, **(sizes or {})})
 
 
 def describe(sizes: dict[str, int]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from veil._newdir import new_directory
 from veil.errors import InvalidArgument
+from veil.progress import Progress, or_silent
 from veil.solutions.lane_detection._tusimple import (
     H_SAMPLES,
     HEIGHT,
@@ -201,14 +202,13 @@ def _write_split(root: Path, seed: int, stream: int, clips: int, date: str, labe
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(frame).save(path, quality=92)
         labels.append(LaneLabel(rel, list(H_SAMPLES), lanes, extra={"variant": variant}))
-        if progress:
-            progress(1)
+        progress.advance(1)
     write_labels(root / label_file, labels)
     return clips
 
 
-def generate(path: str | Path, seed: int = 0, train_clips: int = 300, test_clips: int = 100,
-             progress=None) -> Path:
+def generate(path: str | Path, *, seed: int = 0, train_clips: int = 300,
+             test_clips: int = 100, progress: Progress | None = None) -> Path:
     """Write a TuSimple-layout data set: ROOT/clips/..., ROOT/label_data_veil.json (training)
     and ROOT/test_label.json (testing, from an independent random stream)."""
     for n, what in ((train_clips, "train clips"), (test_clips, "test clips")):
@@ -217,6 +217,8 @@ def generate(path: str | Path, seed: int = 0, train_clips: int = 300, test_clips
     if train_clips + test_clips == 0:
         raise InvalidArgument("nothing to write: give some train or test clips")
     path = Path(path)
+    progress = or_silent(progress)
+    progress.start(train_clips + test_clips, "writing frames")
     with new_directory(path) as tmp:
         if train_clips:
             _write_split(tmp, seed, 0, train_clips, "veil-train", TRAIN_FILE, progress)
