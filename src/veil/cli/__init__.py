@@ -45,7 +45,7 @@ app.command("report")(sched.report)
 @app.command("demo")
 def demo(
     which: str = typer.Argument("faces", help="faces: confidential face detection (TR-4928), "
-                                "about 6 min; volumes: snapshots, clones and restore."),
+                                "7-11 min; volumes: snapshots, clones and restore."),
 ) -> None:
     """Run a narrated demo on generated data, in a home of its own (./.veil-demo)."""
     if which == "faces":

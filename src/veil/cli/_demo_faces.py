@@ -3,7 +3,7 @@
 Generate an FDDB-layout data set onto a volume, score the shipped FaceBoxes weights clean (the
 seed's batch job, results snapshotted), fit the noise and sweep ALPHA, rerun the seed's ALPHA
 0.8 job, and attack the obfuscated activations with a white-box reconstruction. It runs the real
-`veil` commands in a home of its own (``./.veil-demo``, or ``$VEIL_DEMO_HOME``); about 6 minutes
+`veil` commands in a home of its own (``./.veil-demo``, or ``$VEIL_DEMO_HOME``); 7 to 11 minutes
 on two CPU cores."""
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ def run_face_demo() -> None:
     _veil("privacy", "attack", "--task", "faces", "--data", str(fddb), "--workdir", str(work),
           "--alphas", ATTACK_ALPHAS, "--ks", "1", "--attack-epochs", "12", "--width", "64")
 
-    _say("6. The results volume's snapshots: one per job, labelled with ALPHA and mAP.")
+    _say("6. The results volume's snapshots: one per job, labelled with ALPHA and mAP; each job "
+         "is an MLflow run linked to its snapshot; and the seed's Job manifests.")
     _veil("snapshot", "list", "inference-results")
+    last = max(data.list_snapshots("inference-results"), key=lambda s: s.created)
+    _veil("lineage", f"inference-results@{last.name}")
     _veil("solutions", "face-privacy", "export", "k8s", str(home / "k8s"), "--dataset",
           "FDDB", "--alphas", "0.8")
     console.print(f"\nPlots: {work / 'evaluate.png'}, {work / 'attack.png'}; image grid: "
