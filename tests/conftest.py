@@ -30,6 +30,19 @@ def _veil_home_of_the_session(tmp_path_factory):
     os.environ["VEIL_HOME"] = str(tmp_path_factory.mktemp("veil-home"))
 
 
+def kill_processes_under(folder: Path) -> None:
+    """SIGKILL every process whose command line names `folder`: a failed test must not leave
+    its processes running."""
+    import signal
+
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(folder).encode() in (p / "cmdline").read_bytes():
+                os.kill(int(p.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
 def need(ok: bool, why: str) -> None:
     if not ok:
         if os.environ.get("CI"):

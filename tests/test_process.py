@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import kill_processes_under
 from veil.errors import VeilError
 from veil.process import (
     Proc,
@@ -31,13 +31,7 @@ from veil.process import (
 @pytest.fixture
 def tmp(tmp_path):
     yield tmp_path
-    # a failed test must not leave its processes running: kill what runs from this folder
-    for p in Path("/proc").glob("[0-9]*"):
-        try:
-            if str(tmp_path).encode() in (p / "cmdline").read_bytes():
-                os.kill(int(p.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_processes_under(tmp_path)
 
 
 def spawn(tmp: Path, name: str, body: str) -> Proc:

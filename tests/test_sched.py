@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import kill_processes_under
 from veil import sched
 from veil.cli import main
 from veil.sched import Agent
@@ -22,13 +23,7 @@ from veil.sched import Agent
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(tmp_path / "home"))
     yield tmp_path / "home"
-    # a failed test must not leave its jobs running: kill what runs from this test's folders
-    for p in Path("/proc").glob("[0-9]*"):
-        try:
-            if str(tmp_path).encode() in (p / "cmdline").read_bytes():
-                os.kill(int(p.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_processes_under(tmp_path)
 
 
 def veil(capsys, *args) -> tuple[int, str, str]:
