@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from veil.errors import InvalidArgument
+from veil.jsonio import dumps
 
 
 def ref(obj: Any) -> str:
@@ -92,8 +93,7 @@ def to_env(config: Any) -> dict[str, Any]:
 
 def save(config: Any, path: Path) -> Path:
     """Write `config` as JSON, with its class, so `load` rebuilds it."""
-    body = {"class": ref(type(config)), "fields": dataclasses.asdict(config)}
-    path.write_text(json.dumps(body, indent=2, default=str) + "\n")
+    path.write_text(dumps({"class": ref(type(config)), "fields": config}) + "\n")
     return path
 
 
