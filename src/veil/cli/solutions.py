@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -42,25 +41,19 @@ def _command(impl: Callable[[dict], Any], params: list[inspect.Parameter], doc: 
     return command
 
 
-def _base(tp: Any) -> tuple[Any, bool]:
-    """(X, optional) for `X | None`."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else str), True
-    return tp, False
-
-
 def _field_params(cls: type, prefix: str = "", export: bool = False
                   ) -> list[inspect.Parameter]:
     """One option per field of dataclass `cls` (fields marked `shared` come from the shared
     block; with `export`, fields marked export=False are left out): --kebab-name, --x/--no-x
     for booleans, the field's metadata help."""
+    from veil.train import field_type
+
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         if f.metadata.get("shared") or (export and f.metadata.get("export") is False):
             continue
-        tp, _ = _base(hints[f.name])
+        tp = field_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else ...)
         flag = "--" + f.name.replace("_", "-")

@@ -5,7 +5,7 @@ beside a run and read from the environment on Kubernetes, and the job-on-a-volum
 
 Importing this package does not import torch; the replica helpers import it when called."""
 
-from veil.train._config import from_env, load, ref, resolve, save, to_env
+from veil.train._config import field_type, from_env, load, ref, resolve, save, to_env
 from veil.train._job import JobContext, JobOutput, JobResult, run_job, stamp
 from veil.train._launch import LaunchResult, TrainingFailed, failure_summary, launch
 from veil.train._replica import EpochLog, Replica, atomic_save, barrier, leave, replica
@@ -21,6 +21,7 @@ __all__ = [
     "atomic_save",
     "barrier",
     "failure_summary",
+    "field_type",
     "from_env",
     "launch",
     "leave",

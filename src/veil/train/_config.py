@@ -43,8 +43,8 @@ def env_name(f: dataclasses.Field) -> str:
     return f.metadata.get("env", f.name.upper())
 
 
-def _base(tp: Any) -> Any:
-    """int for `int | None`, etc."""
+def field_type(tp: Any) -> Any:
+    """The type a config field holds: int for `int | None`, etc."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0] if len(args) == 1 else str
@@ -52,7 +52,7 @@ def _base(tp: Any) -> Any:
 
 
 def _parse(text: str, tp: Any, name: str) -> Any:
-    tp = _base(tp)
+    tp = field_type(tp)
     if tp is bool:
         low = text.strip().lower()
         if low not in ("true", "false", "1", "0", "yes", "no"):
@@ -103,5 +103,5 @@ def load(path: Path) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {}
     for k, v in body["fields"].items():
-        fields[k] = Path(v) if v is not None and _base(hints.get(k)) is Path else v
+        fields[k] = Path(v) if v is not None and field_type(hints.get(k)) is Path else v
     return cls(**fields)
