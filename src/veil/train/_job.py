@@ -200,5 +200,5 @@ def _shared(config: Any, ctx: JobContext) -> Any:
 
 def _params(config: Any) -> dict:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {k: v for k, v in dataclasses.asdict(config).items()}
+        return dataclasses.asdict(config)
     return dict(config or {})
