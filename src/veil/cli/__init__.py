@@ -14,6 +14,11 @@ from veil.cli.doctor import doctor
 from veil.cli.lineage import lineage
 from veil.errors import InvalidArgument, VeilError
 
+try:  # typer >= 0.20 carries its own copy of click; older ones use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
 app = typer.Typer(
     name="veil",
     help="veil: private, reproducible AI on your own data.",
@@ -74,11 +79,29 @@ def _root(
     """veil: private, reproducible AI on your own data."""
 
 
+def _usage_error(e: click_errors.ClickException) -> int:
+    """A usage mistake (missing argument, non-numeric value, unknown option) in one line, with
+    the command whose --help explains it."""
+    if isinstance(e, click_errors.NoArgsIsHelpError):
+        return 2  # `veil` or `veil volume` alone: typer has printed the help
+    ctx = getattr(e, "ctx", None)
+    usage = isinstance(e, click_errors.UsageError) and ctx is not None
+    hint = f" (see '{ctx.command_path} --help')" if usage else ""
+    message = " ".join(e.format_message().split())  # click's messages may span lines
+    err_console.print(f"error: {message}{hint}", markup=False)
+    return e.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors end in one line on stderr and a non-zero exit code."""
     try:
-        app(args=argv, prog_name="veil")  # standalone: usage errors print and raise SystemExit
-        code = 0
+        rv = app(args=argv, prog_name="veil", standalone_mode=False)
+        code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except click_errors.ClickException as e:
+        code = _usage_error(e)
+    except typer.Abort:
+        err_console.print("Aborted.")
+        code = 1
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except VeilError as e:
