@@ -24,6 +24,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/lane_training.py
 	$(BIN)/python benchmarks/scheduler.py
+	$(BIN)/python benchmarks/reliability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
