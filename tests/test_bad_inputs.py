@@ -33,6 +33,19 @@ CASES = [
     (["demo", "nope"], "no demo 'nope'"),
 ]
 
+# Values of the right type that are wrong, for the commands outside the areas' own tables.
+# {out} is a folder that must not be created; {file} an existing file.
+VALUES = [
+    (["export", "k8s", "{out}", "--image", ""], "not a container image reference"),
+    (["export", "k8s", "{out}", "--image", "veil latest"], "not a container image reference"),
+    (["export", "k8s", "{out}", "--namespace", "Bad_NS"], "not a valid Kubernetes name"),
+    (["export", "k8s", "{out}", "--namespace", "x" * 64], "at most 63"),
+    (["export", "k8s", "{file}"], "is not a folder"),
+    (["lineage", "ghost"], "no snapshot named 'ghost'"),
+    (["lineage", "../../etc"], "no snapshot named"),
+    (["lineage", ""], "no snapshot named"),
+]
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
@@ -44,6 +57,16 @@ def home(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("argv", "match"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_usage_mistakes_are_one_line(capsys, home, argv, match):
     refused(capsys, argv, match, home=home, code=2)
+
+
+@pytest.mark.parametrize(("argv", "match"), VALUES, ids=[" ".join(c[0]) for c in VALUES])
+def test_wrong_values_are_refused_before_anything_is_written(capsys, home, tmp_path, argv,
+                                                             match):
+    out, file = tmp_path / "manifests", tmp_path / "a-file"
+    file.write_text("kept")
+    argv = [a.format(out=out, file=file) for a in argv]
+    refused(capsys, argv, match, home=home,
+            also=lambda: (out.exists(), file.read_text()))
 
 
 def test_help_and_no_arguments_still_show_help(capsys, home):

@@ -22,7 +22,10 @@ def k8s(
 ) -> None:
     """KAI-Scheduler Queues for the projects (quota, overQuotaWeight, limit) and Pods for the
     active jobs. A solution's own jobs: veil solutions NAME export k8s DIR --project P."""
+    from veil.k8s import Target, check_folder
     from veil.sched import emit_k8s
 
+    Target(namespace=namespace, image=image).check()  # refused before anything is written
+    check_folder(directory)
     for f in emit_k8s(directory, jobs=jobs, namespace=namespace, image=image):
         console.print(f"wrote {f}", markup=False)

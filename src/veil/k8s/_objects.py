@@ -193,12 +193,20 @@ def restore_pvc(name: str, namespace: str, *, snapshot: str, storage_class: str,
                      "resources": {"requests": {"storage": size}}}}
 
 
+def check_folder(directory: str | Path) -> Path:
+    """`directory` as a Path if manifests can be written there (a folder, or nothing yet)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InvalidArgument(f"{directory} is not a folder: name a folder for the manifests")
+    return directory
+
+
 def write(directory: str | Path, documents: Mapping[str, dict | Sequence[dict]]) -> list[Path]:
     """Write each file name -> object (or list of objects, as a multi-document YAML) into
     `directory`; returns the files in order."""
     import yaml
 
-    directory = Path(directory)
+    directory = check_folder(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for name, docs in documents.items():
