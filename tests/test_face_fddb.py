@@ -34,7 +34,10 @@ REAL = """2002/08/11/big/img_591
 """
 
 
-def write_real_layout(root, folds=(1,), text=REAL):
+def write_real_layout(root, folds=(1,), text=REAL, size=(450, 350)):
+    """The fold files of `text`, and a blank JPEG of `size` for each image they name."""
+    from PIL import Image
+
     (root / "FDDB-folds").mkdir(parents=True, exist_ok=True)
     (root / "originalPics").mkdir(exist_ok=True)
     for i in folds:
@@ -42,6 +45,11 @@ def write_real_layout(root, folds=(1,), text=REAL):
         lst, ell = fold_files(root, i)
         lst.write_text("\n".join(names) + "\n")
         ell.write_text(text)
+        for n in names:
+            pic = root / "originalPics" / f"{n}.jpg"
+            if ".." not in n and not n.startswith("/") and not pic.exists():
+                pic.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", size).save(pic)
     return root
 
 

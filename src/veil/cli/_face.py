@@ -10,6 +10,9 @@ import typer
 from veil.cli._render import console, err_console, print_json
 from veil.errors import InvalidArgument, require_extra
 
+MAX_TIMEOUT = 86400.0  # seconds: a day
+MAX_ALPHA = 0.999  # as veil.privacy's
+
 WORKDIR = typer.Option(None, "--workdir", help="Where fitted obfuscators are kept (default "
                        "./veil-privacy-faces).")
 
@@ -71,6 +74,15 @@ def infer(
                               "or a fitted --obfuscator")
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgument(f"--threshold must be in [0, 1], not {threshold:g}")
+    if not 0.0 < timeout <= MAX_TIMEOUT:
+        raise InvalidArgument(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT}], "
+                              f"not {timeout:g}")
+    if alpha is not None and not 0.0 <= alpha <= MAX_ALPHA:
+        raise InvalidArgument(f"ALPHA must be in [0, {MAX_ALPHA}] (0 is clean), not {alpha:g}")
+    if protocol not in ("http", "grpc"):
+        raise InvalidArgument(f"--protocol must be http or grpc, not {protocol!r}")
+    if out is not None and out.exists() and not out.is_dir():
+        raise InvalidArgument(f"--out {out} is not a folder")
     for p in images:
         if not p.is_file():
             raise InvalidArgument(f"no image file {p}")

@@ -69,7 +69,9 @@ def _field_params(cls: type, prefix: str = "", export: bool = False
 
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
     """Dataclass `cls` from the command's values (the shared fields keep their defaults or
-    placeholders the job fills in)."""
+    placeholders the job fills in), checked against its fields' bounds."""
+    from veil.train import check_fields
+
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.metadata.get("shared"):
@@ -84,7 +86,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
         if isinstance(v, Path) and f.metadata.get("path"):
             v = str(v)
         kwargs[f.name] = v
-    return cls(**kwargs)
+    return check_fields(cls(**kwargs))
 
 
 def _log(message: str) -> None:
@@ -159,22 +161,15 @@ def _info(sol) -> Callable:
 
 
 def _generate(sol, fmt) -> Callable:
-    from veil.solutions import sizes_for
-
     def impl(kw: dict) -> None:
-        from veil import data
         from veil.progress import TqdmProgress
+        from veil.solutions import generate_dataset, resolve
 
         _needs(fmt.needs, f"veil solutions {sol.name} generate")
-        sizes = sizes_for(fmt, {k: kw[k] for k in fmt.sizes})
-        target = Path(kw["path"])
-        if kw["volume"] is not None:
-            data.ensure_volume(kw["volume"])
-            target = data.resolve_path(target, kw["volume"])
-        from veil.solutions import resolve
-
-        with TqdmProgress(keep=True) as bar:
-            resolve(fmt.generate)(target, seed=kw["seed"], sizes=sizes, progress=bar)
+        with TqdmProgress(keep=True) as bar:  # drawn only once the generator starts writing
+            target, sizes = generate_dataset(fmt, kw["path"], seed=kw["seed"],
+                                             sizes={k: kw[k] for k in fmt.sizes},
+                                             volume=kw["volume"], progress=bar)
         what = resolve(fmt.describe)(sizes) if fmt.describe else f"a {fmt.name} data set"
         console.print(f"Wrote {what} to {target}.", markup=False)
 

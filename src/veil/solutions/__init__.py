@@ -11,6 +11,7 @@ The CLI builds `veil solutions NAME generate|check|score|<job>|export k8s` from 
 
 from veil.solutions._registry import (
     ENTRY_POINT_GROUP,
+    MAX_SIZE,
     CheckReport,
     DatasetFormat,
     JobSpec,
@@ -19,7 +20,9 @@ from veil.solutions._registry import (
     Ref,
     Rendered,
     Solution,
+    check_new_folder,
     create_model,
+    generate_dataset,
     get_solution,
     list_solutions,
     load_entry_points,
@@ -31,6 +34,7 @@ from veil.solutions._registry import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "MAX_SIZE",
     "CheckReport",
     "DatasetFormat",
     "JobSpec",
@@ -39,7 +43,9 @@ __all__ = [
     "Ref",
     "Rendered",
     "Solution",
+    "check_new_folder",
     "create_model",
+    "generate_dataset",
     "get_solution",
     "list_solutions",
     "load_entry_points",

@@ -53,7 +53,8 @@ class DatasetFormat:
 
     generate(path, *, seed, sizes, progress) -> Path writes a data set in this format (and a
         dataset.json manifest) at `path`, which must not exist; `sizes` maps the names in
-        `sizes` below to counts (missing ones take these defaults).
+        `sizes` below to counts (missing ones take these defaults), each a whole number in
+        [size_min (default 0), size_max (default MAX_SIZE)], not all 0.
     check(path) -> CheckReport reads everything and reports each problem.
     read(path) -> the format's data set object.
     """
@@ -65,6 +66,8 @@ class DatasetFormat:
     read: Ref | None = None
     sizes: Mapping[str, int] = field(default_factory=dict)
     size_help: Mapping[str, str] = field(default_factory=dict)
+    size_min: Mapping[str, int] = field(default_factory=dict)  # default 0
+    size_max: Mapping[str, int] = field(default_factory=dict)  # default MAX_SIZE
     describe: Ref | None = None  # describe(sizes) -> "40 images (10 folds of 4)", for messages
     needs: Mapping[str, str] = field(default_factory=dict)  # module -> veil extra installing it
 
@@ -263,11 +266,74 @@ def create_model(solution: str, name: str | None = None, **kwargs: Any) -> Any:
     return resolve(spec.build)(**kwargs)
 
 
+MAX_SIZE = 100_000  # the largest count a generator writes unless its format says otherwise
+
+
 def sizes_for(fmt: DatasetFormat, sizes: Mapping[str, int] | None) -> dict[str, int]:
-    """`sizes` completed with the format's defaults; an unknown name is a one-line error."""
+    """`sizes` completed with the format's defaults and checked against its bounds; an unknown
+    name, a count out of range, or nothing to write is a one-line error."""
     sizes = dict(sizes or {})
     unknown = set(sizes) - set(fmt.sizes)
     if unknown:
         raise InvalidArgument(f"unknown size(s) {', '.join(sorted(unknown))} for {fmt.name} "
                               f"(known: {', '.join(fmt.sizes) or 'none'})")
-    return {**fmt.sizes, **sizes}
+    out = {**fmt.sizes, **sizes}
+    for name, n in out.items():
+        lo, hi = fmt.size_min.get(name, 0), fmt.size_max.get(name, MAX_SIZE)
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= hi:
+            shown = f"{str(n)[:12]}... ({len(str(n))} digits)" if isinstance(n, int) and \
+                len(str(n)) > 24 else repr(n)
+            raise InvalidArgument(f"--{name.replace('_', '-')} must be a whole number in "
+                                  f"[{lo}, {hi}], not {shown}")
+    if out and not any(out.values()):
+        raise InvalidArgument(f"nothing to write: every size of {fmt.name} is 0")
+    return out
+
+
+def check_new_folder(path: Path) -> Path:
+    """`path` if a data set can be written there: nothing there yet (or an empty folder), and
+    the nearest folder that exists above it is a folder veil may write in."""
+    import os
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidArgument(f"{path} is not empty: choose a new folder for the data set")
+    above = path.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InvalidArgument(f"{above} is not a folder: {path} cannot be made under it")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"{above} is not writable: {path} cannot be made under it")
+    return path
+
+
+def generate_dataset(fmt: DatasetFormat, path: str | Path, *, seed: int = 0,
+                     sizes: Mapping[str, int] | None = None, volume: str | None = None,
+                     progress: Any = None, home: Path | None = None) -> tuple[Path, dict]:
+    """Write a data set in format `fmt` at `path` (with `volume`, inside that volume, created
+    if missing): the sizes, the seed and the destination are checked before anything is made
+    or any progress is shown. Returns (where it was written, the sizes used)."""
+    from veil.train import check_seed
+
+    sizes = sizes_for(fmt, sizes)
+    check_seed(seed)
+    target = Path(path)
+    if volume is not None:
+        from veil import data
+        from veil.data import validate_name
+
+        validate_name(volume, "volume name")
+        try:
+            data.get_volume(volume, home=home)
+        except NotFound:  # made below, once everything else is known to be right
+            if target.is_absolute() or ".." in target.parts:
+                raise InvalidArgument(f"{path} leads outside volume {volume!r}: give a path "
+                                      "relative to the volume") from None
+        else:
+            check_new_folder(data.resolve_path(target, volume, home=home))
+        data.ensure_volume(volume, home=home)
+        target = data.resolve_path(target, volume, home=home)
+    check_new_folder(target)
+    resolve(fmt.generate)(target, seed=seed, sizes=sizes, progress=progress)
+    return target, sizes

@@ -86,11 +86,15 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
       seed) are filled from the resolved values before `prepare` runs and the run is logged.
     - With `track`, an MLflow run (experiment `experiment`) holds the config, the metrics and
       the lineage tags of `veil.track`; it ends FAILED if the job fails.
-    Everything that can be checked (names, volumes, paths, `prepare`) is checked before the
-    run is recorded."""
+    Everything that can be checked (names, the seed, the config's bounds, volumes, paths,
+    `prepare`) is checked before the run is recorded."""
     from veil import data as vdata
+    from veil.train._config import check_fields, check_seed
 
     vdata.validate_name(job, "job name")
+    check_seed(seed)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        check_fields(config)
     if data is None and data_required:
         raise InvalidArgument(data_required)
     if out is not None and results is not None:

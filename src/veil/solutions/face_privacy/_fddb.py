@@ -9,17 +9,24 @@
 Folds are numbered 01 to 10. The angle is in radians, from the image's x axis to the major axis
 (upright faces are close to pi/2). A malformed fold is reported with its file and line, and does
 not stop the other folds from loading (`read_fddb(..., strict=False)`).
+
+Image names stay inside the data set: an absolute name, a `..` in it, or an image that is a link
+to a file outside ROOT is refused. Each image's header is read (not its pixels) to bound its
+ellipses by the picture they annotate: radii at most the image's diagonal, and the ellipse
+overlapping the image; without the images (`images=False`) only the format's bounds apply
+(JPEG's largest side, 65,535 pixels).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from veil.errors import InvalidArgument, NotFound
 
 FOLDS = tuple(range(1, 11))
+MAX_SIDE = 65535  # JPEG's largest image side, in pixels: no annotation lies further out
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,48 @@ def _read_lines(path: Path) -> list[str]:
         raise InvalidArgument(f"cannot read {path}: {e}") from None
 
 
-def _parse_ellipses(path: Path, root: Path) -> list[FddbImage]:
+def check_name(name: str, where: str) -> str:
+    """`name` if it names an image inside the data set: relative, without `..`, printable."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidArgument(f"{where}: image name {name!r} has control characters")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts:
+        raise InvalidArgument(f"{where}: image name {name!r} leads outside the data set "
+                              "(absolute names and '..' are refused)")
+    return name
+
+
+def _image_size(root: Path, image: FddbImage, where: str) -> tuple[int, int]:
+    """(width, height) from the image's header; the file must be inside the data set."""
+    from PIL import Image, UnidentifiedImageError
+
+    real, inside = image.path.resolve(), root.resolve()
+    if not real.is_relative_to(inside):
+        raise InvalidArgument(f"{where}: image {image.name!r} leads outside the data set "
+                              f"(to {real})")
+    try:
+        with Image.open(image.path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise InvalidArgument(f"{where}: missing image {image.path}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
+        raise InvalidArgument(f"{where}: unreadable image {image.path}: {e}") from None
+
+
+def _check_fits(e: Ellipse, size: tuple[int, int], text: str, where: str) -> None:
+    """An ellipse annotates its image: radii at most the image's diagonal, and its bounding
+    rectangle overlapping the image."""
+    w, h = size
+    diag = math.hypot(w, h)
+    x1, y1, x2, y2 = e.box()
+    if e.major > diag or e.minor > diag or x2 < 0 or y2 < 0 or x1 > w or y1 > h:
+        raise InvalidArgument(f"{where}: the ellipse does not fit its {w} x {h} image (radii "
+                              f"at most {diag:.0f}, and overlapping the image): {text!r}")
+
+
+def _parse_ellipses(path: Path, root: Path, images: bool = True) -> list[FddbImage]:
     lines = _read_lines(path)
-    images: list[FddbImage] = []
+    out: list[FddbImage] = []
     i = 0
 
     def where(k: int) -> str:
@@ -116,6 +162,7 @@ def _parse_ellipses(path: Path, root: Path) -> list[FddbImage]:
         if not name:  # blank lines between records are tolerated
             i += 1
             continue
+        check_name(name, where(i))
         if i + 1 >= len(lines):
             raise InvalidArgument(f"{where(i)}: image {name!r} has no face-count line after it")
         count_text = lines[i + 1].strip()
@@ -143,33 +190,48 @@ def _parse_ellipses(path: Path, root: Path) -> list[FddbImage]:
             if major <= 0 or minor <= 0:
                 raise InvalidArgument(f"{where(k)}: radii must be positive, got "
                                       f"{lines[k].strip()!r}")
+            if max(major, minor) > MAX_SIDE or not (-MAX_SIDE <= cx <= 2 * MAX_SIDE and
+                                                    -MAX_SIDE <= cy <= 2 * MAX_SIDE) \
+                    or abs(angle) > 2 * math.pi:
+                raise InvalidArgument(f"{where(k)}: beyond what FDDB allows (radii up to "
+                                      f"{MAX_SIDE}, centres within {MAX_SIDE} pixels of a "
+                                      f"{MAX_SIDE}-pixel image, angles in radians): "
+                                      f"{lines[k].strip()!r}")
             ellipses.append(Ellipse(major, minor, angle, cx, cy))
-        images.append(FddbImage(name, root / "originalPics" / f"{name}.jpg", ellipses))
+        image = FddbImage(name, root / "originalPics" / f"{name}.jpg", ellipses)
+        if images:
+            size = _image_size(root, image, where(i))
+            for k, e in enumerate(ellipses, start=i + 2):
+                _check_fits(e, size, lines[k].strip(), where(k))
+        out.append(image)
         i += 2 + count
-    return images
+    return out
 
 
-def read_fold(root: str | Path, index: int) -> Fold:
-    """One fold, checked: the image list and the ellipse list must name the same images."""
+def read_fold(root: str | Path, index: int, *, images: bool = True) -> Fold:
+    """One fold, checked: the image list and the ellipse list must name the same images (and,
+    with `images`, each image must be there, inside the data set, and fit its ellipses)."""
     root = Path(root)
     list_path, ellipse_path = fold_files(root, index)
-    names = [n.strip() for n in _read_lines(list_path) if n.strip()]
-    images = _parse_ellipses(ellipse_path, root)
-    got = [im.name for im in images]
+    names = [check_name(n.strip(), f"{list_path}:{k}")
+             for k, n in enumerate(_read_lines(list_path), start=1) if n.strip()]
+    parsed = _parse_ellipses(ellipse_path, root, images)
+    got = [im.name for im in parsed]
     if got != names:
         extra = sorted(set(got) - set(names))[:1] or sorted(set(names) - set(got))[:1]
         detail = f" (first difference: {extra[0]!r})" if extra else " (different order)"
         raise InvalidArgument(f"{ellipse_path} and {list_path.name} list different images"
                               f"{detail}")
-    return Fold(index, images)
+    return Fold(index, parsed)
 
 
 def read_fddb(root: str | Path, folds: list[int] | tuple[int, ...] = FOLDS, *,
-              strict: bool = True) -> FddbDataset:
+              strict: bool = True, images: bool = True) -> FddbDataset:
     """Read the folds of an FDDB data set.
 
     With `strict=False` a fold that cannot be read is left out and its one-line reason kept in
-    `errors`; the others load. With `strict=True` the first such reason is raised."""
+    `errors`; the others load. With `strict=True` the first such reason is raised. With
+    `images`, every image's header is read too (see the module's docstring)."""
     root = Path(root)
     _check_layout(root)
     out = FddbDataset(root, [])
@@ -177,7 +239,7 @@ def read_fddb(root: str | Path, folds: list[int] | tuple[int, ...] = FOLDS, *,
         if index not in FOLDS:
             raise InvalidArgument(f"FDDB folds are numbered 1 to 10, not {index!r}")
         try:
-            out.folds.append(read_fold(root, index))
+            out.folds.append(read_fold(root, index, images=images))
         except InvalidArgument as e:
             if strict:
                 raise

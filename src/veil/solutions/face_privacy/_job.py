@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 from veil import k8s
 from veil.errors import InvalidArgument
-from veil.train import JobContext, JobOutput, JobResult, run_job
+from veil.train import JobContext, JobOutput, JobResult, check_fields, run_job
 
 if TYPE_CHECKING:
     from veil.solutions.face_privacy._evaluate import Evaluation
 
 EXPERIMENT = "face-privacy"
 MAX_ALPHA = 0.999  # as veil.privacy's
+MAX_BATCH = 64  # 1024 x 1024 inputs: 12 MB each, and FaceBoxes' activations several times that
 
 
 @dataclass
@@ -28,7 +29,7 @@ class EvaluateConfig:
     noisy: bool = field(default=False, metadata={"help": "Obfuscate the activation (needs "
                                                  "--alpha)."})
     alpha: float | None = field(default=None, metadata={
-        "help": "ALPHA of the obfuscation, in [0, 0.999]."})
+        "help": "ALPHA of the obfuscation, in [0, 0.999].", "min": 0.0, "max": MAX_ALPHA})
     # local files: not part of an exported Job (its image brings the shipped weights and fits
     # the noise on the data set's fit/ folder)
     obfuscator: Path | None = field(default=None, metadata={
@@ -39,7 +40,8 @@ class EvaluateConfig:
     workdir: Path | None = field(default=None, metadata={
         "help": "Where fitted obfuscators are kept (default ./veil-privacy-faces).",
         "export": False})
-    batch_size: int = field(default=4, metadata={"help": "Images per forward pass."})
+    batch_size: int = field(default=4, metadata={
+        "help": f"Images per forward pass (1 to {MAX_BATCH}).", "min": 1, "max": MAX_BATCH})
 
 
 @dataclass
@@ -60,9 +62,13 @@ def job_name(cfg: EvaluateConfig) -> str:
 
 
 def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
-    """Options that go together, the device and ALPHA, before anything runs."""
+    """Options that go together, their bounds, the device, ALPHA, the data set (every fold
+    file and image header: a data set none of whose folds can be read is refused here) and
+    the weights, before anything runs or a run is recorded."""
     from veil.privacy import check_alpha, check_device
+    from veil.solutions.face_privacy._fddb import read_fddb
 
+    check_fields(cfg)
     if ctx.data is None:
         raise InvalidArgument("--dataset is required (an FDDB-layout folder)")
     if cfg.noisy and cfg.alpha is None:
@@ -71,11 +77,19 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
         raise InvalidArgument("--alpha applies only with --noisy")
     if cfg.obfuscator is not None and not cfg.noisy:
         raise InvalidArgument("--obfuscator needs --noisy and --alpha")
-    if cfg.batch_size < 1:
-        raise InvalidArgument(f"--batch-size must be >= 1, not {cfg.batch_size}")
     check_device(ctx.device)
     if cfg.alpha is not None:
         check_alpha(cfg.alpha)
+    if cfg.obfuscator is not None and not Path(cfg.obfuscator).is_file():
+        raise InvalidArgument(f"--obfuscator {cfg.obfuscator}: no such file")
+    if cfg.workdir is not None and Path(cfg.workdir).exists() and \
+            not Path(cfg.workdir).is_dir():
+        raise InvalidArgument(f"--workdir {cfg.workdir} is not a folder")
+    read_fddb(ctx.data, strict=False)
+    if cfg.weights is not None:
+        from veil.solutions.face_privacy._model import load_model
+
+        load_model("cpu", cfg.weights)
 
 
 def obfuscator_for(model, dataset: Path, alpha: float, obfuscator: Path | None, *,
@@ -223,10 +237,11 @@ def manifests(cfg: EvaluateConfig, target: k8s.Target, opts: ExportOptions, *,
     """One Job manifest per ALPHA (the raw job first)."""
     target.check()
     k8s.check_name(opts.data_pvc, "data PVC", subdomain=True)
+    if ".." in Path(data).parts:
+        raise InvalidArgument(f"--data {data} leads outside the data PVC ('..' is refused)")
     if opts.results_pvc is not None:
         k8s.check_name(opts.results_pvc, "results PVC", subdomain=True)
-    if cfg.batch_size < 1:
-        raise InvalidArgument(f"--batch-size must be >= 1, not {cfg.batch_size}")
+    check_fields(cfg)
     return {("inference-job-raw.yaml" if a is None else f"inference-job-veil-{a:g}.yaml"):
             job_manifest(a, target, dataset=data, data_pvc=opts.data_pvc,
                          results_pvc=opts.results_pvc, batch_size=cfg.batch_size)

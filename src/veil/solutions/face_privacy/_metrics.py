@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from veil.errors import InvalidArgument
 from veil.solutions.face_privacy._fddb import Ellipse
 
 
@@ -68,22 +69,38 @@ def average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray]],
     return float(np.sum((r[1:] - r[:-1]) * p[1:]))
 
 
+MAX_CELLS = 2**28  # pixels of one ellipse-and-box grid: far beyond any photograph's faces
+
+
 def ellipse_box_overlap(e: Ellipse, box: Sequence[float]) -> float:
     """Intersection over union of an ellipse and a rectangle, counted on the pixel grid (pixel
-    centres) over their joint bounding box, as FDDB's evaluation does."""
+    centres) over their joint bounding box, as FDDB's evaluation does. The grid is counted a
+    band of rows at a time, so memory stays small whatever the shapes' size."""
     ex1, ey1, ex2, ey2 = e.box()
+    if min(ex2, box[2]) < max(ex1, box[0]) or min(ey2, box[3]) < max(ey1, box[1]):
+        return 0.0  # apart: nothing in common
     x1, y1 = math.floor(min(ex1, box[0])), math.floor(min(ey1, box[1]))
     x2, y2 = math.ceil(max(ex2, box[2])), math.ceil(max(ey2, box[3]))
     if x2 <= x1 or y2 <= y1:
         return 0.0
-    ys, xs = np.mgrid[y1:y2, x1:x2] + 0.5
+    if (x2 - x1) * (y2 - y1) > MAX_CELLS:
+        raise InvalidArgument(f"an ellipse ({e.line().strip()}) and a detection box spanning "
+                              f"{x2 - x1} x {y2 - y1} pixels: too large to score (at most "
+                              f"{MAX_CELLS} pixels)")
     c, s = math.cos(e.angle), math.sin(e.angle)
-    u = (xs - e.cx) * c + (ys - e.cy) * s
-    v = -(xs - e.cx) * s + (ys - e.cy) * c
-    in_e = (u / e.major) ** 2 + (v / e.minor) ** 2 <= 1
-    in_b = (xs >= box[0]) & (xs < box[2]) & (ys >= box[1]) & (ys < box[3])
-    union = (in_e | in_b).sum()
-    return float((in_e & in_b).sum() / union) if union else 0.0
+    xs = np.arange(x1, x2)[None, :] + 0.5
+    in_bx = (xs >= box[0]) & (xs < box[2])
+    inter = union = 0
+    band = max(1, (1 << 20) // (x2 - x1))
+    for top in range(y1, y2, band):
+        ys = np.arange(top, min(top + band, y2))[:, None] + 0.5
+        u = (xs - e.cx) * c + (ys - e.cy) * s
+        v = -(xs - e.cx) * s + (ys - e.cy) * c
+        in_e = (u / e.major) ** 2 + (v / e.minor) ** 2 <= 1
+        in_b = in_bx & (ys >= box[1]) & (ys < box[3])
+        inter += int((in_e & in_b).sum())
+        union += int((in_e | in_b).sum())
+    return inter / union if union else 0.0
 
 
 @dataclass

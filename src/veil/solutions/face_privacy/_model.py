@@ -20,17 +20,15 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def load_model(device: str | torch.device = "cpu", weights: str | Path | None = None) -> SplitModel:
-    """FaceBoxes with trained weights, split after the rapidly digested layers, in eval mode."""
+    """FaceBoxes with trained weights, split after the rapidly digested layers, in eval mode.
+    The weights are loaded safely (no pickled code runs) and checked against the model (names,
+    shapes, kinds, finite values): a damaged file is one line naming it."""
+    from veil.train import load_weights
+
     path = Path(weights) if weights is not None else WEIGHTS
     if not path.is_file():
         raise NotFound(f"no FaceBoxes weights at {path} (scripts/train_faceboxes.py writes them)")
-    net = _faceboxes.faceboxes()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-    except Exception as e:  # a truncated or foreign file
-        msg = f"{path} is not a FaceBoxes state dict: {e}".splitlines()[0]
-        raise InvalidArgument(msg) from None
+    net = load_weights(_faceboxes.faceboxes(), path, "FaceBoxes weights")
     return split_at(net, "head", name="faceboxes").to(device).eval()
 
 

@@ -17,6 +17,7 @@ BASE, NOISY = "face_detection_base", "face_detection_noisy"  # the seed's model 
 INPUT_NAME = "INPUT_0"
 OUTPUT_NAMES = ["OUTPUT__0", "OUTPUT__1"]  # loc, conf: LibTorch's naming, as the seed reads them
 ACTIVATION = (128, 32, 32)
+MAX_BATCH = 1024  # activations per request: 512 KB each, so at most 512 MB in one request
 
 
 @dataclass
@@ -40,8 +41,10 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
     from veil.serve import write_model
 
     validate_name(volume, "volume name")
-    if max_batch_size < 1:
-        raise InvalidArgument(f"--max-batch-size must be >= 1, not {max_batch_size}")
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or \
+            not 1 <= max_batch_size <= MAX_BATCH:
+        raise InvalidArgument(f"--max-batch-size must be a whole number in [1, {MAX_BATCH}], "
+                              f"not {max_batch_size!r}")
     # load both models before touching the volume: a bad weights file leaves it as it was
     tails = {BASE: _model.load_model("cpu", weights).tail,
              NOISY: _model.load_model("cpu", noisy_weights or weights).tail}

@@ -37,7 +37,8 @@ def describe(sizes: dict[str, int]) -> str:
 
 
 def check(path: str | Path) -> CheckReport:
-    """Read every fold (and fit/, attack/ where present); each problem names its file."""
+    """Read every fold (and fit/, attack/ where present) and every image's header; each
+    problem names its file and line."""
     from veil.solutions.face_privacy._fddb import read_fddb
 
     root = Path(path)
@@ -105,7 +106,8 @@ SOLUTION = register(Solution(
         name="fddb", description="FDDB: FDDB-folds/ ellipse annotations, originalPics/ JPEGs; "
                                  "ROOT/fit and ROOT/attack for veil.privacy",
         generate=generate, check=check, read="veil.solutions.face_privacy._fddb:read_fddb",
-        sizes=SIZES, describe=describe, needs={"numpy": "torch", "PIL": "torch"},
+        sizes=SIZES, size_min={"images_per_fold": 1}, describe=describe,
+        needs={"numpy": "torch", "PIL": "torch"},
         size_help={"images_per_fold": "Images in each of the 10 folds.",
                    "fit_per_fold": "Images per fold of ROOT/fit (for fitting the obfuscator); "
                                    "0: none.",

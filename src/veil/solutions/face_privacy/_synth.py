@@ -230,17 +230,19 @@ def generate(path: str | Path, *, seed: int = 0, images_per_fold: int = 30,
     FDDB-layout set of 10 folds from independent random streams: the images veil.privacy fits
     the obfuscator on and trains the reconstruction attack on (never the evaluated folds).
     The files appear all at once: they are written beside `path` and renamed into place."""
+    from veil.train import check_seed
+
     path = Path(path)
-    if not isinstance(seed, int) or seed < 0:
-        raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
+    check_seed(seed)
     if not isinstance(images_per_fold, int) or images_per_fold < 1:
         raise InvalidArgument(f"each fold needs at least one image, not {images_per_fold!r}")
     for what, n in (("fit_per_fold", fit_per_fold), ("attack_per_fold", attack_per_fold)):
         if not isinstance(n, int) or n < 0:
             raise InvalidArgument(f"{what} must be a whole number >= 0, not {n!r}")
     progress = or_silent(progress)
-    progress.start(10 * (images_per_fold + fit_per_fold + attack_per_fold), "writing images")
-    with new_directory(path) as tmp:
+    with new_directory(path) as tmp:  # checks the destination before any progress is shown
+        progress.start(10 * (images_per_fold + fit_per_fold + attack_per_fold),
+                       "writing images")
         faces = _write_folds(tmp, seed, images_per_fold, 0, progress)
         extra = {}
         for stream, (subset, n) in enumerate(zip(SUBSETS, (fit_per_fold, attack_per_fold),

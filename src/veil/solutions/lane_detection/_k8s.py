@@ -12,11 +12,17 @@ name carries the time the manifests were written; rename it when you reuse them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from veil import k8s
+from veil.errors import InvalidArgument
 from veil.solutions.lane_detection._train import WORKER, TrainConfig
 from veil.train import ref, stamp, to_env
+
+# a Kubernetes quantity for storage: digits (with a decimal part), then a suffix
+_QUANTITY = re.compile(r"([0-9]{1,18}(?:\.[0-9]{1,9})?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 
 
 @dataclass
@@ -41,6 +47,13 @@ def manifests(cfg: TrainConfig, target: k8s.Target, opts: ExportOptions, *,
     """pytorchjob.yaml, volumesnapshot.yaml and restore-snapshot-pvc.yaml."""
     target.check()
     cfg.check()
+    if ".." in Path(data).parts:
+        raise InvalidArgument(f"--data {data} leads outside the data PVC ('..' is refused)")
+    size = _QUANTITY.fullmatch(opts.size)
+    if not size or not float(size.group(1)) > 0:
+        raise InvalidArgument(f"--size must be a storage size such as 100Gi (a number above "
+                              f"0 and Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P or E), not "
+                              f"{opts.size!r}")
     job, ns = k8s.check_name(opts.job_name, "job"), target.namespace
     worker_cfg = replace(cfg, data=f"/mnt/{data.strip('/')}", out=f"/mnt/runs/{job}",
                          device="cuda" if target.gpus else "cpu", init=None)

@@ -211,6 +211,9 @@ def generate(path: str | Path, *, seed: int = 0, train_clips: int = 300,
              test_clips: int = 100, progress: Progress | None = None) -> Path:
     """Write a TuSimple-layout data set: ROOT/clips/..., ROOT/label_data_veil.json (training)
     and ROOT/test_label.json (testing, from an independent random stream)."""
+    from veil.train import check_seed
+
+    check_seed(seed)
     for n, what in ((train_clips, "train clips"), (test_clips, "test clips")):
         if not isinstance(n, int) or n < 0:
             raise InvalidArgument(f"{what} must be a whole number >= 0, not {n!r}")
@@ -218,8 +221,8 @@ def generate(path: str | Path, *, seed: int = 0, train_clips: int = 300,
         raise InvalidArgument("nothing to write: give some train or test clips")
     path = Path(path)
     progress = or_silent(progress)
-    progress.start(train_clips + test_clips, "writing frames")
-    with new_directory(path) as tmp:
+    with new_directory(path) as tmp:  # checks the destination before any progress is shown
+        progress.start(train_clips + test_clips, "writing frames")
         if train_clips:
             _write_split(tmp, seed, 0, train_clips, "veil-train", TRAIN_FILE, progress)
         if test_clips:

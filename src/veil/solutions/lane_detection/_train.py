@@ -15,13 +15,17 @@ Rank 0 writes into the run folder:
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from veil.errors import InvalidArgument, VeilError
+from veil.train import MAX_SEED, check_fields
 
 MODEL_NAMES = ("light", "scnn")  # the keys of _model.MODELS
+MAX_BATCH = 4096  # frames per step: 320 x 176 inputs, 0.7 MB each
+MAX_PROCESSES = 1024  # replicas, loader processes, threads
 
 
 @dataclass
@@ -33,44 +37,40 @@ class TrainConfig:
     data: str = field(metadata={"env": "DATA_DIR", "shared": True})
     out: str = field(metadata={"env": "OUT_DIR", "shared": True})
     model: str = field(default="light", metadata={
-        "help": "light (trains on a CPU in minutes) or scnn (the report's model)."})
-    epochs: int = field(default=12, metadata={"help": "Passes over the training frames."})
+        "help": "light (trains on a CPU in minutes) or scnn (the report's model).",
+        "choices": MODEL_NAMES})
+    epochs: int = field(default=12, metadata={"help": "Passes over the training frames.",
+                                              "min": 1, "max": 100_000})
     batch_size: int = field(default=8, metadata={"help": "Frames per step per process "
-                                                 "(BATCH_SIZE)."})
-    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (one-cycle)."})
+                                                 "(BATCH_SIZE).", "min": 1, "max": MAX_BATCH})
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (one-cycle), in "
+                                              "(0, 1].", "above": 0.0, "max": 1.0})
     use_workers: bool = field(default=True, metadata={"help": "Load data in worker processes "
                                                       "(USE_WORKERS)."})
     num_workers: int = field(default=1, metadata={"help": "Loader processes per replica "
-                                                  "(NUM_WORKERS)."})
+                                                  "(NUM_WORKERS).", "min": 0,
+                                                  "max": MAX_PROCESSES})
     use_val: bool = field(default=True, metadata={"help": "Score test_label.json after "
                                                   "training (USE_VAL)."})
-    val_batch_size: int = field(default=16, metadata={"help": "VAL_BATCH_SIZE."})
-    seed: int = field(default=0, metadata={"shared": True})
-    threads: int = field(default=1, metadata={"help": "torch threads per process."})
+    val_batch_size: int = field(default=16, metadata={"help": "VAL_BATCH_SIZE.", "min": 1,
+                                                      "max": MAX_BATCH})
+    seed: int = field(default=0, metadata={"shared": True, "min": 0, "max": MAX_SEED})
+    threads: int = field(default=1, metadata={"help": "torch threads per process.", "min": 1,
+                                              "max": MAX_PROCESSES})
     device: str = field(default="cpu", metadata={"shared": True})
     init: str | None = field(default=None, metadata={"help": "Start from these weights "
-                                                     "(model.pt).", "path": True,
-                                                     "export": False})
+                                                     "(model.pt, or a checkpoint.pt).",
+                                                     "path": True, "export": False})
     val_every: int = field(default=0, metadata={"help": "Also score the test labels every N "
-                                                "epochs (0: only at the end)."})
+                                                "epochs (0: only at the end).", "min": 0})
     processes: int = field(default=1, metadata={"help": "Data-parallel replicas (torchrun, "
-                                                "gloo on CPU, NCCL on GPU).", "env": "NPROC"})
+                                                "gloo on CPU, NCCL on GPU).", "env": "NPROC",
+                                                "min": 1, "max": MAX_PROCESSES})
 
     def check(self) -> TrainConfig:
-        """The options' ranges (imports no torch: manifests are checked with it too)."""
-        if self.model not in MODEL_NAMES:
-            raise InvalidArgument(f"--model must be one of {', '.join(MODEL_NAMES)}, not "
-                                  f"{self.model!r}")
-        for name in ("epochs", "batch_size", "val_batch_size", "threads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise InvalidArgument(f"--{name.replace('_', '-')} must be a whole number "
-                                      f">= 1, not {v!r}")
-        if self.num_workers < 0:
-            raise InvalidArgument(f"--num-workers must be >= 0, not {self.num_workers}")
-        if not self.lr > 0:
-            raise InvalidArgument(f"--lr must be > 0, not {self.lr}")
-        return self
+        """The options' ranges, from the fields' bounds (imports no torch: manifests are
+        checked with it too)."""
+        return check_fields(self)
 
 
 def train_labels(data: Path):
@@ -129,7 +129,7 @@ def worker(cfg: TrainConfig) -> int:
     from veil.solutions.lane_detection._metrics import evaluate
     from veil.solutions.lane_detection._model import build, loss_fn
     from veil.solutions.lane_detection._tusimple import read_labels, write_labels
-    from veil.train import EpochLog, atomic_save, barrier, leave, replica
+    from veil.train import EpochLog, atomic_save, barrier, leave, load_weights, replica
 
     cfg.check()
     rep = replica(cfg.device, threads=cfg.threads, seed=cfg.seed)
@@ -147,9 +147,11 @@ def worker(cfg: TrainConfig) -> int:
     if len(loader) == 0:
         raise InvalidArgument(f"{len(labels)} training frames are fewer than one batch of "
                               f"{cfg.batch_size} per process x {world} processes")
-    model = build(cfg.model).to(device)
+    model = build(cfg.model)
     if cfg.init:
-        model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True))
+        load_weights(model, cfg.init, f"{cfg.model} lane model weights",
+                     checkpoint_key="model")
+    model = model.to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr,
@@ -222,12 +224,25 @@ def prepare(cfg: TrainConfig, processes: int | None = None) -> None:
         raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
     from veil.solutions.lane_detection._tusimple import read_labels
 
+    if cfg.device == "cpu" and processes > (os.cpu_count() or 1):
+        raise InvalidArgument(f"--processes {processes}: this machine has {os.cpu_count()} "
+                              "CPUs, one per replica at most")
     data = Path(cfg.data)
-    train_labels(data)
+    frames = len(train_labels(data))
+    if frames < cfg.batch_size * processes:
+        raise InvalidArgument(f"{data} has {frames} training frames, fewer than one batch of "
+                              f"{cfg.batch_size} per process x {processes} process(es): lower "
+                              "--batch-size")
     if cfg.use_val and (data / "test_label.json").is_file():
         read_labels(data / "test_label.json", images=data)
-    if cfg.init and not Path(cfg.init).is_file():
-        raise InvalidArgument(f"--init {cfg.init}: no such file")
+    if cfg.init:
+        if not Path(cfg.init).is_file():
+            raise InvalidArgument(f"--init {cfg.init}: no such file")
+        from veil.solutions.lane_detection._model import build
+        from veil.train import load_weights
+
+        load_weights(build(cfg.model), cfg.init, f"{cfg.model} lane model weights",
+                     checkpoint_key="model")
     if cfg.device != "cpu":
         import torch
 
