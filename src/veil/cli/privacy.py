@@ -38,12 +38,6 @@ def _privacy():
     return veil.privacy
 
 
-def _alphas(text: str | None, p) -> list[float]:
-    if text is None:
-        return list(p.SEED_ALPHAS)
-    return p.parse_alphas(v.strip() for v in text.split(",") if v.strip())
-
-
 def _workdir(workdir: Path | None, task: str, p) -> Path:
     return workdir or p.default_workdir(task)
 
@@ -114,11 +108,10 @@ def fit(
     """Fit the noise for one ALPHA with the model frozen, and save it."""
     p = _privacy()
     p.check_alpha(alpha)
+    path = out or p.obfuscator_path(_workdir(workdir, task, p), distribution, alpha)
     with TqdmProgress(unit="epoch") as progress:
         obf = p.fit_one(task, data, alpha, distribution=distribution, epochs=epochs,
-                        device=device, progress=progress)
-    path = out or p.obfuscator_path(_workdir(workdir, task, p), distribution, alpha)
-    obf.save(path)
+                        device=device, progress=progress, out=path)
     info = {"path": str(path), "alpha": alpha, "distribution": distribution,
             "model": obf.model_identity_, "activation_shape": list(obf.activation_shape_),
             "budget_bits_per_element": None if alpha == 0 else obf.budget_bits,
@@ -156,7 +149,7 @@ def evaluate(
         t = p.get_task(task)
         obf = p.Obfuscator.load(obfuscator, t.load_model(device), device=device)
     with TqdmProgress() as progress:
-        r = p.evaluate(task, data, _alphas(alphas, p), workdir=wd, distribution=distribution,
+        r = p.evaluate(task, data, alphas, workdir=wd, distribution=distribution,
                        epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
                        progress=progress, log=_log)
     if as_json:
@@ -195,14 +188,10 @@ def attack(
 ) -> None:
     """White-box reconstruction attack at each ALPHA: PSNR, SSIM, information bound, image grid."""
     p = _privacy()
-    try:
-        k_values = [int(k) for k in ks.split(",") if k.strip()]
-    except ValueError:
-        raise VeilError(f"--ks takes comma-separated whole numbers, not {ks!r}") from None
     with TqdmProgress() as progress:
-        r = p.attack(task, data, _alphas(alphas, p), workdir=_workdir(workdir, task, p),
+        r = p.attack(task, data, alphas, workdir=_workdir(workdir, task, p),
                      distribution=distribution, epochs=epochs, attack_epochs=attack_epochs,
-                     width=width, ks=k_values, averaging_alpha=averaging_alpha, refit=refit,
+                     width=width, ks=ks, averaging_alpha=averaging_alpha, refit=refit,
                      device=device, progress=progress, log=_log)
     if as_json:
         return print_json(r)
@@ -247,15 +236,13 @@ def bench(
     p = _privacy()
     p.check_device(device)
     t = p.get_task(task)
-    model = t.load_model("cpu")
     path = obfuscator or p.obfuscator_path(_workdir(workdir, task, p), distribution,
                                            p.check_alpha(alpha))
-    if not path.exists():
+    if obfuscator is None and not path.exists():
         raise VeilError(f"no fitted obfuscator at {path}: run veil privacy fit --task {task} "
                         f"--data PATH --alpha {alpha:g} first, or pass --obfuscator")
-    obf = p.Obfuscator.load(path, model, device=device)
     with TqdmProgress() as progress:
-        r = p.bench(t, obf, repeats=repeats, obf_repeats=obf_repeats, device=device,
+        r = p.bench(t, path, repeats=repeats, obf_repeats=obf_repeats, device=device,
                     progress=progress)
     if as_json:
         return print_json(r)

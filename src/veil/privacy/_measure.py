@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -16,28 +17,87 @@ import torch
 from veil.errors import InvalidArgument, VeilError
 from veil.privacy import _attack
 from veil.privacy._metrics import information_bound
-from veil.privacy._obfuscator import Obfuscator, check_alpha
+from veil.privacy._obfuscator import MAX_EPOCHS, Obfuscator, check_alpha, check_save_path
 from veil.privacy._split import SplitModel
 from veil.privacy._tasks import PrivacyTask, get_task
-from veil.privacy._util import check_device, progress_for
+from veil.privacy._util import check_device, check_int, progress_for
 from veil.progress import Log, Progress
 
 # TR-4928, "Inferencing accuracy comparison"
 SEED_ALPHAS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
 SSIM_PRIVATE = 0.2  # the issue's bar for "the attacker recovers little"
+# Bounds on counts a user gives, each far above its default, so that a typo is refused before
+# hours of work or an allocation that cannot succeed (docs/privacy.md, "Command line").
+MAX_SWEEP = 100  # ALPHAs in one sweep: one fitted obfuscator each
+MAX_BATCH = 65536
+MAX_DRAWS = 1000
+MAX_K = 1024  # obfuscations averaged by the averaging attack (default 1, 8, 64)
+MAX_WIDTH = 1024  # decoder channels (default 96)
+MAX_REPEATS = 100_000
+MAX_BENCH_ELEMENTS = 2**26  # one bench input: 1920 x 1080 x 3 is 6.2 million
 
 
-def parse_alphas(values: Iterable[Any]) -> list[float]:
-    """Sorted, distinct ALPHAs in (0, 1); 0 is the clean baseline every report includes."""
-    out = set()
+def parse_alphas(values: Iterable[Any] | str) -> list[float]:
+    """Sorted ALPHAs in (0, 0.999], from numbers or comma-separated text ("0.4,0.9").
+
+    0 is refused (it is the clean baseline every report includes), and so are a repeated
+    ALPHA, an empty value and more than MAX_SWEEP of them."""
+    if isinstance(values, str):
+        if not values.strip():
+            raise InvalidArgument("no ALPHA values given")
+        values = values.split(",")
+    out: list[float] = []
     for v in values:
-        a = check_alpha(v)
+        if isinstance(v, str) and not v.strip():
+            raise InvalidArgument("an empty ALPHA in the list (two commas in a row, or one at "
+                                  "an end)")
+        a = check_alpha(v.strip() if isinstance(v, str) else v)
         if a == 0:
             raise InvalidArgument("ALPHA 0 is the clean baseline, which is always included")
-        out.add(a)
+        if a in out:
+            raise InvalidArgument(f"ALPHA {a:g} is given twice")
+        out.append(a)
+        if len(out) > MAX_SWEEP:
+            raise InvalidArgument(f"more than {MAX_SWEEP} ALPHAs in one sweep")
     if not out:
         raise InvalidArgument("no ALPHA values given")
     return sorted(out)
+
+
+def _parse_ks(ks: Iterable[Any] | str) -> list[int]:
+    """The averaging attack's k values, sorted: distinct whole numbers in [1, MAX_K]."""
+    items = ks.split(",") if isinstance(ks, str) else list(ks)
+    out: list[int] = []
+    for k in items:
+        if isinstance(k, str):
+            try:
+                k = int(k.strip())
+            except ValueError:
+                raise InvalidArgument(f"ks must be whole numbers separated by commas (how many "
+                                      f"obfuscations the attack averages), not {ks!r}") from None
+        check_int("k (obfuscations averaged)", k, 1, MAX_K)
+        if k in out:
+            raise InvalidArgument(f"k {k} is given twice")
+        out.append(k)
+    if not out:
+        raise InvalidArgument("the averaging attack needs at least one k")
+    return sorted(out)
+
+
+def _check_fit_params(distribution: str, epochs: int, device: str) -> None:
+    """Refuse a bad distribution, epoch count or device before any work (as fitting would)."""
+    Obfuscator(0.0, distribution, epochs=epochs, device=device)
+
+
+def _check_workdir(workdir: Path) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise InvalidArgument(f"the work folder {workdir} exists and is not a folder")
+
+
+def _check_splits(task: PrivacyTask, data: Path, roles: Sequence[str]) -> None:
+    """Open the data set's splits for `roles` now, so a missing one is refused before fitting."""
+    for role in roles:
+        task.loader(data, task.splits[role], 1, False)
 
 
 def _task(task: PrivacyTask | str) -> PrivacyTask:
@@ -57,17 +117,24 @@ def obfuscator_path(workdir: Path, distribution: str, alpha: float) -> Path:
 def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitModel | None = None,
             distribution: str = "laplace", epochs: int = 3, batch_size: int = 128,
             device: str = "cpu", random_state: int | None = None, verbose: bool = False,
-            progress: Progress | None = None) -> Obfuscator:
-    """Fit one obfuscator for `task` on the data set's fit split.
+            progress: Progress | None = None,
+            out: str | os.PathLike | None = None) -> Obfuscator:
+    """Fit one obfuscator for `task` on the data set's fit split; with `out`, save it there
+    (a folder that is not a saved obfuscator is refused before fitting).
 
     `progress` (or, without one, tqdm bars when `verbose`) follows the fitting epochs."""
     task = _task(task)
-    check_device(device)
-    model = model or task.load_model(device)
-    loader = task.loader(data, task.splits["fit"], batch_size, True)
     obf = Obfuscator(alpha, distribution, epochs=epochs, device=device,
                      random_state=random_state, verbose=verbose)
-    return obf.fit(model, loader, task.task_loss, progress=progress)
+    check_int("batch_size", batch_size, 1, MAX_BATCH)
+    if out is not None:
+        check_save_path(Path(out))
+    model = model or task.load_model(device)
+    loader = task.loader(data, task.splits["fit"], batch_size, True)
+    obf.fit(model, loader, task.task_loss, progress=progress)
+    if out is not None:
+        obf.save(out)
+    return obf
 
 
 def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *, workdir: Path,
@@ -79,7 +146,12 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
     same ALPHA, distribution and epochs, else fitted and saved there (`log` says why a saved one
     was not reused)."""
     task = _task(task)
-    check_device(device)
+    _check_fit_params(distribution, epochs, device)
+    alphas = [check_alpha(a) for a in alphas]
+    if len(set(alphas)) != len(alphas):
+        raise InvalidArgument("an ALPHA is given twice")
+    for alpha in alphas:
+        check_save_path(obfuscator_path(workdir, distribution, alpha))
     model = model or task.load_model(device)
     out = {}
     for alpha in alphas:
@@ -126,27 +198,37 @@ class EvaluateResult:
     json_path: Path | None = None
 
 
-def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
+def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | None = None, *,
              workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
              refit: bool = False, device: str = "cpu", obfuscator: Obfuscator | None = None,
              draws: int = 1, verbose: bool = False, progress: Progress | None = None,
              log: Log | None = None) -> EvaluateResult:
-    """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table),
-    averaged over `draws` passes with fresh noise. `progress` (or bars when `verbose`) follows
-    the fitting."""
+    """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table:
+    `alphas` defaults to SEED_ALPHAS), averaged over `draws` passes with fresh noise; or, with
+    `obfuscator`, at that one's ALPHA. `progress` (or bars when `verbose`) follows the fitting."""
     task = _task(task)
-    if draws < 1:
-        raise InvalidArgument(f"draws must be at least 1, not {draws}")
-    check_device(device)
+    check_int("draws", draws, 1, MAX_DRAWS)
+    if obfuscator is not None:
+        if not isinstance(obfuscator, Obfuscator):
+            raise InvalidArgument("obfuscator must be an Obfuscator (see Obfuscator.load)")
+        if alphas is not None:
+            raise InvalidArgument(f"a saved obfuscator is evaluated at the ALPHA it was fitted "
+                                  f"for ({obfuscator.alpha:g}): leave out the ALPHAs")
+        check_device(device)
+    else:
+        alphas = parse_alphas(SEED_ALPHAS if alphas is None else alphas)
+        _check_fit_params(distribution, epochs, device)
     data = Path(data)
     workdir = Path(workdir or default_workdir(task))
+    _check_workdir(workdir)
+    _check_splits(task, data, ["test"])
     model = task.load_model(device)
     if obfuscator is not None:
         obfuscator.check_model(model)
         obfs = {obfuscator.alpha: obfuscator}
         distribution = obfuscator.distribution
     else:
-        obfs = obfuscators(task, data, parse_alphas(alphas), workdir=workdir, model=model,
+        obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
                            distribution=distribution, epochs=epochs, refit=refit, device=device,
                            verbose=verbose, progress=progress, log=log)
     test = task.splits["test"]
@@ -214,32 +296,38 @@ def _bound(obf: Obfuscator | None, signal_var: torch.Tensor, k: int = 1) -> tupl
     return float(bits.mean()), float(bits.sum())
 
 
-def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] = SEED_ALPHAS, *,
+def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | None = None, *,
            workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
-           attack_epochs: int = 40, width: int = 96, ks: Sequence[int] = (1, 8, 64),
+           attack_epochs: int = 40, width: int = 96, ks: Sequence[int] | str = (1, 8, 64),
            averaging_alpha: float | None = None, attack_limit: int | None = None,
            test_limit: int | None = None, grid_rows: int = 6, refit: bool = False,
            device: str = "cpu", verbose: bool = False, progress: Progress | None = None,
            log: Log | None = None) -> AttackResult:
-    """White-box reconstruction: a decoder per ALPHA trained on the attack split, scored on test.
+    """White-box reconstruction: a decoder per ALPHA (default SEED_ALPHAS) trained on the attack
+    split, scored on test.
 
-    The averaging attack (mean of k obfuscations of one input) runs at `averaging_alpha`, by
-    default the smallest ALPHA whose SSIM is at most 0.2 (else the largest in the sweep).
+    `alphas` and `ks` may be comma-separated text. The averaging attack (mean of k
+    obfuscations of one input) runs at `averaging_alpha`, by default the smallest ALPHA whose
+    SSIM is at most 0.2 (else the largest in the sweep).
     `progress` (or bars when `verbose`) follows the fitting and the decoders' epochs.
     """
     task = _task(task)
     data = Path(data)
     workdir = Path(workdir or default_workdir(task))
-    alphas = parse_alphas(alphas)
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise InvalidArgument("the averaging attack needs k >= 1")
-    if attack_epochs < 1 or width < 1:
-        raise InvalidArgument("the decoder needs attack_epochs >= 1 and width >= 1")
+    alphas = parse_alphas(SEED_ALPHAS if alphas is None else alphas)
+    ks = _parse_ks(ks)
+    check_int("attack_epochs", attack_epochs, 1, MAX_EPOCHS)
+    check_int("width", width, 1, MAX_WIDTH)
+    for name, limit in (("attack_limit", attack_limit), ("test_limit", test_limit)):
+        if limit is not None:
+            check_int(name, limit, 1)
+    check_int("grid_rows", grid_rows, 1, 64)
     if averaging_alpha is not None and check_alpha(averaging_alpha) not in alphas:
         raise InvalidArgument(f"the averaging attack's ALPHA {averaging_alpha:g} is not in the "
                               f"sweep ({', '.join(f'{a:g}' for a in alphas)})")
-    check_device(device)
+    _check_fit_params(distribution, epochs, device)
+    _check_workdir(workdir)
+    _check_splits(task, data, ["attack", "test"])
     progress = progress_for(progress, verbose)
     model = task.load_model(device)
     obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
@@ -344,19 +432,28 @@ def _timed(fn, device) -> float:
     return dt
 
 
-def bench(task: PrivacyTask | str, obfuscator: Obfuscator, *, repeats: int = 15,
-          obf_repeats: int = 200, device: str = "cpu", shape: Sequence[int] | None = None,
-          verbose: bool = False, progress: Progress | None = None) -> BenchResult:
+def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *,
+          repeats: int = 15, obf_repeats: int = 200, device: str = "cpu",
+          shape: Sequence[int] | None = None, verbose: bool = False,
+          progress: Progress | None = None) -> BenchResult:
     """Time one input (default 1920x1080) through head, obfuscation and tail, side by side.
 
-    `progress` (or bars when `verbose`) follows the timed runs."""
+    `obfuscator` is fitted or the folder of a saved one. `progress` (or bars when `verbose`)
+    follows the timed runs."""
     task = _task(task)
-    if repeats < 1 or obf_repeats < 1:
-        raise InvalidArgument("repeats must be at least 1")
+    check_int("repeats", repeats, 1, MAX_REPEATS)
+    check_int("obf_repeats", obf_repeats, 1, MAX_REPEATS)
+    shape = tuple(shape or task.bench_input)
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                            for d in shape) or math.prod(shape) > MAX_BENCH_ELEMENTS:
+        raise InvalidArgument(f"the bench input must be whole numbers >= 1 with at most "
+                              f"{MAX_BENCH_ELEMENTS} elements in all, not {shape}")
     dev = check_device(device)
     model = task.load_model(dev)
-    obfuscator.check_model(model)
-    shape = tuple(shape or task.bench_input)
+    if isinstance(obfuscator, Obfuscator):
+        obfuscator.check_model(model)
+    else:
+        obfuscator = Obfuscator.load(obfuscator, model, device=device)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, *shape), generator=gen).to(dev)
     progress = progress_for(progress, verbose)

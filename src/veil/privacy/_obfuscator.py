@@ -11,12 +11,16 @@ a per-channel noise mean. docs/privacy.md has the derivation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import pickle
+import re
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,14 +30,31 @@ from torch import nn
 
 from veil import __version__
 from veil._newdir import swap_in
-from veil.errors import InvalidArgument, NotFound, VeilError
+from veil.errors import InvalidArgument, NotFound
 from veil.privacy._split import SplitModel
-from veil.privacy._util import check_device, model_device, pairs, progress_for, to_device
+from veil.privacy._util import (
+    check_device,
+    check_float,
+    check_int,
+    model_device,
+    pairs,
+    progress_for,
+    to_device,
+)
 from veil.progress import Progress
 
 FORMAT = "veil.obfuscator/1"
 DISTRIBUTIONS = ("laplace", "gaussian")
 MAX_ALPHA = 0.999
+MAX_EPOCHS = 1000  # passes over the fit split; the default is 3
+PARAMS = ("alpha", "distribution", "epochs", "lr", "min_share", "max_mean")
+TENSORS = ("signal_mean", "signal_std", "logits", "mean_logits", "noise_mean", "noise_scale")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          "float64": torch.float64}
+# A saved obfuscator holds six float32 values per channel and a short JSON file: anything far
+# larger is not one, and is refused before it is read.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_TENSORS_BYTES = 256 << 20
 
 
 class IncompatibleObfuscator(InvalidArgument):
@@ -43,8 +64,10 @@ class IncompatibleObfuscator(InvalidArgument):
 def check_alpha(alpha: Any) -> float:
     """ALPHA as a float in [0, MAX_ALPHA], or a one-line error."""
     try:
+        if isinstance(alpha, bool):
+            raise TypeError
         a = float(alpha)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidArgument(
             f"ALPHA must be a number in [0, {MAX_ALPHA}], not {alpha!r}") from None
     if not (0.0 <= a <= MAX_ALPHA) or math.isnan(a):
@@ -105,15 +128,15 @@ class Obfuscator:
     # ------------------------------------------------------------------ parameters
     def _validate(self) -> None:
         self.alpha = check_alpha(self.alpha)
-        if self.distribution not in DISTRIBUTIONS:
+        if not isinstance(self.distribution, str) or self.distribution not in DISTRIBUTIONS:
             raise InvalidArgument(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, "
                                   f"not {self.distribution!r}")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise InvalidArgument(f"epochs must be a whole number >= 0, not {self.epochs!r}")
-        if not (0.0 < float(self.min_share) <= 1.0):
-            raise InvalidArgument(f"min_share must be in (0, 1], not {self.min_share!r}")
-        if not (float(self.lr) > 0 and float(self.max_mean) >= 0):
-            raise InvalidArgument("lr must be > 0 and max_mean >= 0")
+        check_int("epochs", self.epochs, 0, MAX_EPOCHS)
+        check_float("lr", self.lr, 0.0, 10.0, lo_open=True)
+        check_float("min_share", self.min_share, 0.0, 1.0, lo_open=True)
+        check_float("max_mean", self.max_mean, 0.0, 100.0)
+        if self.random_state is not None:
+            check_int("random_state", self.random_state, 0, 2**64 - 1)
         if self.device is not None:
             check_device(self.device)
 
@@ -215,6 +238,9 @@ class Obfuscator:
                 count += a.numel() // a.shape[1]
         if count == 0:
             raise InvalidArgument("the loader yielded no batches: nothing to fit on")
+        if not (torch.isfinite(total).all() and torch.isfinite(total_sq).all()):
+            raise InvalidArgument("the head's activations are not finite (nan or inf): check the "
+                                  "model's weights and the data")
         mean = total / count
         var = (total_sq / count - mean * mean).clamp(min=0.0)
         # A channel that never varies carries no information; give it unit scale so its noise
@@ -248,6 +274,9 @@ class Obfuscator:
                 raise InvalidArgument("the loader yielded no batches on a second pass: pass a "
                                       "re-iterable loader (a DataLoader, a list), not an iterator")
             self.loss_history_.append(sum(losses) / len(losses))
+            if not math.isfinite(self.loss_history_[-1]):
+                raise InvalidArgument(f"fitting diverged in epoch {len(self.loss_history_)}: "
+                                      f"the task loss is {self.loss_history_[-1]}")
             progress.advance(1)
         self.logits_ = logits.detach().cpu()
         self.mean_logits_ = mean_logits.detach().cpu()
@@ -260,6 +289,9 @@ class Obfuscator:
             with torch.no_grad():
                 m, s = self._noise_params(self.logits_, self.mean_logits_, self.signal_std_)
             self.noise_mean_, self.noise_scale_ = m.float(), s.float()
+            if not (torch.isfinite(self.noise_mean_).all()
+                    and torch.isfinite(self.noise_scale_).all()):
+                raise InvalidArgument("fitting gave noise parameters that are not finite")
         self._cache.clear()
 
     # ------------------------------------------------------------------ transform
@@ -359,6 +391,7 @@ class Obfuscator:
         """Write config.json and tensors.pt into the directory `path` (replaced atomically)."""
         cfg = self.config()
         path = Path(path)
+        check_save_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
@@ -367,9 +400,9 @@ class Obfuscator:
                        "noise_mean": self.noise_mean_, "noise_scale": self.noise_scale_}
             torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                        tmp / "tensors.pt")
+            cfg["tensors_sha256"] = _sha256(tmp / "tensors.pt")
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            if path.exists() and not (path / "config.json").exists():
-                raise InvalidArgument(f"{path} exists and is not a saved obfuscator")
+            check_save_path(path)
             swap_in(tmp, path)
         finally:
             if tmp.exists():
@@ -381,39 +414,200 @@ class Obfuscator:
              device: str | None = None, random_state: int | None = None) -> Obfuscator:
         """Read an obfuscator saved by `save`; with `model`, fail unless fitted for it.
 
-        The seed is never saved: pass `random_state` only to replay draws in tests."""
+        Both files are checked before use (docs/privacy.md, "Saved form"): a damaged or edited
+        save is refused in one line naming the file. The seed is never saved: pass
+        `random_state` only to replay draws in tests."""
         path = Path(path)
         cfg_file, tensor_file = path / "config.json", path / "tensors.pt"
-        if not cfg_file.is_file() or not tensor_file.is_file():
-            raise NotFound(f"no saved obfuscator at {path} (expected config.json and tensors.pt)")
-        try:
-            cfg = json.loads(cfg_file.read_text())
-            if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-                raise InvalidArgument(f"{path}: not a saved obfuscator of format {FORMAT!r}")
-            tensors = torch.load(tensor_file, map_location="cpu", weights_only=True)
-            obf = cls(**cfg["params"], device=device, random_state=random_state)
-            obf.model_identity_ = {k: str(cfg["model"][k]) for k in ("name", "split",
-                                                                      "fingerprint")}
-            obf.activation_shape_ = tuple(int(d) for d in cfg["activation"]["shape"])
-            obf.dtype_ = getattr(torch, cfg["activation"]["dtype"])
-            if not isinstance(obf.dtype_, torch.dtype):
-                raise ValueError(f"unknown dtype {cfg['activation']['dtype']!r}")
-            obf.loss_history_ = [float(v) for v in cfg["fit"]["loss_history"]]
-            for name in ("signal_mean", "signal_std", "logits", "mean_logits", "noise_mean",
-                         "noise_scale"):
-                t = tensors[name]
-                if not isinstance(t, torch.Tensor) or t.shape != (obf.activation_shape_[0],):
-                    raise ValueError(f"tensor {name} does not have one value per channel")
-                setattr(obf, name + "_", t)
-        except VeilError:
-            raise
-        except Exception as e:  # any damage to either file: one line, not a traceback
-            raise InvalidArgument(f"{path}: not a readable saved obfuscator "
-                                  f"({type(e).__name__}: {e})") from None
+        if not path.is_dir():
+            raise NotFound(f"no saved obfuscator at {path} (expected a folder with config.json "
+                           f"and tensors.pt)")
+        missing = [f.name for f in (cfg_file, tensor_file) if not f.is_file()]
+        if missing:
+            raise NotFound(f"no saved obfuscator at {path}: {' and '.join(missing)} missing")
+        obf = cls._from_config(_read_config(cfg_file), cfg_file)
+        obf.device, obf.random_state = device, random_state
+        obf._validate()
+        obf._load_tensors(tensor_file)
         if model is not None:
             obf.check_model(model)
         return obf
 
+    @classmethod
+    def _from_config(cls, cfg: dict, file: Path) -> Obfuscator:
+        """An unfitted obfuscator from a saved config, every field checked."""
+
+        def get(*keys: str, kind: type = dict) -> Any:
+            obj: Any = cfg
+            for i, k in enumerate(keys):
+                if not isinstance(obj, dict) or k not in obj:
+                    raise InvalidArgument(f"{file}: {'.'.join(keys[:i + 1])} is missing")
+                obj = obj[k]
+            if not isinstance(obj, kind):
+                raise InvalidArgument(f"{file}: {'.'.join(keys)} has the wrong type "
+                                      f"({type(obj).__name__})")
+            return obj
+
+        params = get("params")
+        unknown = sorted(str(k) for k in params if k not in PARAMS)
+        if unknown:
+            raise InvalidArgument(f"{file}: unknown params {', '.join(unknown)}")
+        absent = [k for k in PARAMS if k not in params]
+        if absent:
+            raise InvalidArgument(f"{file}: params.{absent[0]} is missing")
+        try:
+            obf = cls(**params)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{file}: params: {e}") from None
+        model = {k: get("model", k, kind=str) for k in ("name", "split", "fingerprint")}
+        if not re.fullmatch(r"[0-9a-f]{16}", model["fingerprint"]):
+            raise InvalidArgument(f"{file}: model.fingerprint must be 16 hex digits, not "
+                                  f"{model['fingerprint'][:40]!r}")
+        obf.model_identity_ = model
+        shape = get("activation", "shape", kind=list)
+        if not 1 <= len(shape) <= 8 or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 1 <= d < 2**31 for d in shape):
+            raise InvalidArgument(f"{file}: activation.shape must be 1 to 8 whole numbers >= 1, "
+                                  f"not {str(shape)[:60]}")
+        obf.activation_shape_ = tuple(shape)
+        dtype = get("activation", "dtype", kind=str)
+        if dtype not in DTYPES:
+            raise InvalidArgument(f"{file}: activation.dtype must be one of "
+                                  f"{', '.join(DTYPES)}, not {dtype[:40]!r}")
+        obf.dtype_ = DTYPES[dtype]
+        history = get("fit", "loss_history", kind=list)
+        if not all(_finite_number(v) for v in history):
+            raise InvalidArgument(f"{file}: fit.loss_history must hold finite numbers")
+        fitted = obf.epochs if obf.alpha > 0 else 0
+        if len(history) != fitted:
+            raise InvalidArgument(f"{file}: fit.loss_history has {len(history)} values, but "
+                                  f"ALPHA {obf.alpha:g} fitted for {obf.epochs} epochs has "
+                                  f"{fitted}")
+        obf.loss_history_ = [float(v) for v in history]
+        if "budget_bits_per_element" in cfg:
+            budget = cfg["budget_bits_per_element"]
+            want = None if obf.alpha == 0 else obf.budget_bits
+            same = budget is None if want is None else (
+                _finite_number(budget) and math.isclose(budget, want, rel_tol=1e-9))
+            if not same:
+                raise InvalidArgument(f"{file}: budget_bits_per_element is {budget!r}, but ALPHA "
+                                      f"{obf.alpha:g} allows {want}")
+        sha = cfg.get("tensors_sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise InvalidArgument(f"{file}: tensors_sha256 must be 64 hex digits")
+        obf._saved_sha256 = sha
+        return obf
+
+    def _load_tensors(self, file: Path) -> None:
+        """Read tensors.pt: six float32 values per channel, finite, consistent with the config."""
+        size = file.stat().st_size
+        if size > MAX_TENSORS_BYTES:
+            raise InvalidArgument(f"{file}: {size} bytes, more than a saved obfuscator's "
+                                  f"{MAX_TENSORS_BYTES} at most")
+        if not zipfile.is_zipfile(file):
+            raise InvalidArgument(f"{file}: not a file written by torch.save (a zip archive)")
+        try:
+            tensors = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f"{found.group(1)}, which is" if found else "something that is"
+            raise InvalidArgument(f"{file}: refused to load: it holds {what} not a tensor "
+                                  f"(torch.load with weights_only)") from None
+        except Exception as e:  # a damaged archive: one line, not a traceback
+            raise InvalidArgument(f"{file}: not readable by torch.load ({type(e).__name__}: "
+                                  f"{_first_line(e)})") from None
+        channels = self.activation_shape_[0]
+        if not isinstance(tensors, dict) or set(tensors) != set(TENSORS):
+            have = sorted(map(str, tensors)) if isinstance(tensors, dict) else []
+            raise InvalidArgument(f"{file}: holds {', '.join(have) or type(tensors).__name__}, "
+                                  f"not the tensors {', '.join(TENSORS)}")
+        for name in TENSORS:
+            t = tensors[name]
+            if not isinstance(t, torch.Tensor) or t.layout != torch.strided \
+                    or t.dtype != torch.float32 or tuple(t.shape) != (channels,):
+                got = (f"{str(t.dtype).removeprefix('torch.')} of shape {tuple(t.shape)}"
+                       if isinstance(t, torch.Tensor) else type(t).__name__)
+                raise InvalidArgument(f"{file}: {name} must be float32 with one value per channel "
+                                      f"({channels},), not {got}")
+            _refuse_where(file, name, ~torch.isfinite(t), t, "must be finite")
+            setattr(self, name + "_", t.clone())
+        _refuse_where(file, "signal_std", self.signal_std_ <= 0, self.signal_std_,
+                      "must be > 0")
+        _refuse_where(file, "noise_scale", self.noise_scale_ < 0, self.noise_scale_,
+                      "must be >= 0")
+        if self.alpha == 0:
+            for name in ("noise_mean", "noise_scale"):
+                t = getattr(self, name + "_")
+                _refuse_where(file, name, t != 0, t, "must be 0 at ALPHA 0 (clean)")
+        else:
+            with torch.no_grad():
+                mean, scale = self._noise_params(self.logits_, self.mean_logits_,
+                                                 self.signal_std_)
+            for name, want in (("noise_scale", scale.float()), ("noise_mean", mean.float())):
+                have = getattr(self, name + "_")
+                off = (have - want).abs() > 1e-4 * want.abs() + 1e-6 * self.signal_std_
+                if off.any():
+                    i = int(off.nonzero()[0])
+                    raise InvalidArgument(
+                        f"{file}: {name} is {have[i].item():.4g} in channel {i}, but ALPHA "
+                        f"{self.alpha:g} with the saved signal_std, logits and mean_logits gives "
+                        f"{want[i].item():.4g}: the file was changed after fitting")
+        if self._saved_sha256 is not None and _sha256(file) != self._saved_sha256:
+            raise InvalidArgument(f"{file}: its SHA-256 differs from tensors_sha256 in "
+                                  f"config.json: one of the two was changed after saving")
+        self._cache.clear()
+
     def __repr__(self) -> str:
         fitted = "" if hasattr(self, "noise_scale_") else ", unfitted"
         return f"Obfuscator(alpha={self.alpha:g}, distribution={self.distribution!r}{fitted})"
+
+
+def check_save_path(path: Path) -> None:
+    """Refuse, before any work, to save over something that is not a saved obfuscator."""
+    if path.exists() and not (path.is_dir() and (path / "config.json").exists()):
+        raise InvalidArgument(f"{path} exists and is not a saved obfuscator")
+
+
+def _read_config(file: Path) -> dict:
+    size = file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise InvalidArgument(f"{file}: {size} bytes, more than a saved obfuscator's "
+                              f"{MAX_CONFIG_BYTES} at most")
+    try:
+        cfg = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{file}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise InvalidArgument(f"{file}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise InvalidArgument(f"{file}: nested too deeply to be a saved obfuscator") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise InvalidArgument(f"{file}: not a saved obfuscator of format {FORMAT!r}")
+    return cfg
+
+
+def _refuse_where(file: Path, name: str, bad: torch.Tensor, t: torch.Tensor, rule: str) -> None:
+    """One line naming the first channel where `bad` holds, and how many more there are."""
+    if bad.any():
+        where = bad.nonzero().flatten()
+        i = int(where[0])
+        more = f" (and {len(where) - 1} more channels)" if len(where) > 1 else ""
+        raise InvalidArgument(f"{file}: {name} {rule}, but is {t[i].item():.4g} in channel "
+                              f"{i}{more}")
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else "")[:200]
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from veil._newdir import new_directory
 from veil.errors import InvalidArgument, NotFound
 from veil.privacy._split import SplitModel, split_at
 from veil.privacy._tasks import PrivacyTask, register_task
+from veil.privacy._util import check_int
 from veil.progress import Progress, or_silent
 
 CLASSES = ("circle", "ring", "square", "frame", "triangle", "diamond", "cross", "bar")
@@ -28,6 +30,8 @@ SIZE = 32
 SHAPES_SPLIT_LAYER = "relu4"
 SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "shapes_cnn.pt"
 DEFAULT_SIZES = {"fit": 4000, "attack": 2000, "test": 1000}
+MAX_IMAGES = 100_000  # per split: the loaders hold a split in memory, 12 KB an image as floats
+DISK_PER_IMAGE = 4096  # bytes: a PNG of about 2.5 KB fills one file-system block
 SPLITS = {"fit": "train", "attack": "attack", "test": "test"}  # role -> ImageFolder folder
 _SS = 4  # supersampling for anti-aliased edges
 
@@ -105,13 +109,31 @@ def render(cls_index: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def shapes_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`n` shapes images (N, 32, 32, 3) uint8 and their labels (indices into the eight
-    classes), classes balanced and shuffled; the same seed gives the same images."""
+def _shapes_stream(n: int, seed: int) -> Iterator[tuple[np.ndarray, int]]:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(CLASSES)
     rng.shuffle(labels)
-    return np.stack([render(int(c), rng) for c in labels]), labels.astype(np.int64)
+    for c in labels:
+        yield render(int(c), rng), int(c)
+
+
+def shapes_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` shapes images (N, 32, 32, 3) uint8 and their labels (indices into the eight
+    classes), classes balanced and shuffled; the same seed gives the same images."""
+    pairs = list(_shapes_stream(n, seed))
+    return (np.stack([img for img, _ in pairs]),
+            np.array([c for _, c in pairs], dtype=np.int64))
+
+
+def _check_disk(path: Path, images: int) -> None:
+    """Refuse a data set the file system under `path` has no room for, before writing it."""
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    need, free = images * DISK_PER_IMAGE + (1 << 20), shutil.disk_usage(where).free
+    if need > free:
+        raise InvalidArgument(f"{images} images need about {need / 2**20:.0f} MiB, and "
+                              f"{where} has {free / 2**20:.0f} MiB free")
 
 
 def generate(path: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = None,
@@ -128,20 +150,20 @@ def generate(path: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = 
         raise InvalidArgument(f"unknown split(s) {', '.join(sorted(unknown))} for shapes "
                               f"(fit, attack, test)")
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    if not isinstance(seed, int) or seed < 0:
-        raise InvalidArgument(f"the seed must be a whole number >= 0, not {seed!r}")
+    check_int("the seed", seed, 0)
     for split, n in sizes.items():
-        if n <= 0:
+        if isinstance(n, int) and not isinstance(n, bool) and n <= 0:
             raise InvalidArgument(f"split {split} needs at least one image, not {n}")
+        check_int(f"the {split} split's image count", n, 1, MAX_IMAGES)
+    _check_disk(path, sum(sizes.values()))
     progress = or_silent(progress)
     progress.start(sum(sizes.values()), "writing shapes images")
     folders = {SPLITS[role]: n for role, n in sizes.items()}
     with new_directory(path) as tmp:
         for i, (folder, n) in enumerate(folders.items()):
-            images, labels = shapes_images(n, seed * 1000 + 17 * (i + 1))
             for c in CLASSES:
                 (tmp / folder / c).mkdir(parents=True, exist_ok=True)
-            for j, (img, lab) in enumerate(zip(images, labels, strict=True)):
+            for j, (img, lab) in enumerate(_shapes_stream(n, seed * 1000 + 17 * (i + 1))):
                 Image.fromarray(img).save(tmp / folder / CLASSES[lab] / f"{j:06d}.png")
                 progress.advance(1)
         (tmp / "dataset.json").write_text(json.dumps(

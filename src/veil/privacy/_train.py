@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 from veil.errors import InvalidArgument
+from veil.privacy._obfuscator import MAX_EPOCHS
 from veil.privacy._split import SplitModel
-from veil.privacy._util import model_device, pairs, to_device
+from veil.privacy._util import check_float, check_int, model_device, pairs, to_device
 from veil.progress import Log, Progress, or_silent, quiet
 
 NOISES = ("laplace", "gaussian")
@@ -61,10 +62,22 @@ def train_under_noise(model: SplitModel, batches: Iterable, loss_fn: Callable[[A
     if distribution not in NOISES:
         raise InvalidArgument(f"distribution must be one of {', '.join(NOISES)}, "
                               f"not {distribution!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise InvalidArgument(f"epochs must be a whole number >= 1, not {epochs!r}")
-    if noise_max < 0 or not 0.0 <= noisy_share <= 1.0:
-        raise InvalidArgument("noise_max must be >= 0 and noisy_share in [0, 1]")
+    check_int("epochs", epochs, 1, MAX_EPOCHS)
+    check_float("noise_max", noise_max, 0.0, 1000.0)
+    check_float("noisy_share", noisy_share, 0.0, 1.0)
+    check_float("lr", lr, 0.0, 10.0, lo_open=True)
+    check_float("weight_decay", weight_decay, 0.0, 10.0)
+    if check_float("pct_start", pct_start, 0.0, 1.0, lo_open=True) == 1.0:
+        raise InvalidArgument("pct_start must be below 1: the schedule also needs falling steps")
+    if max_grad_norm is not None:
+        check_float("max_grad_norm", max_grad_norm, 0.0, lo_open=True)
+    check_int("seed", seed, 0, 2**64 - 1)
+    if channel_std is not None and not (isinstance(channel_std, torch.Tensor)
+                                        and channel_std.ndim == 1
+                                        and torch.isfinite(channel_std).all()
+                                        and (channel_std >= 0).all()):
+        raise InvalidArgument("channel_std must be a 1-d tensor of finite values >= 0, one per "
+                              "channel")
     try:
         steps = len(batches)  # type: ignore[arg-type]
     except TypeError:

@@ -60,3 +60,33 @@ def progress_for(progress: Progress | None, verbose: bool, unit: str = "it") -> 
     if progress is not None:
         return progress
     return TqdmProgress(unit=unit) if verbose else SILENT
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """`value` as a whole number in [lo, hi] (a bool or a float is not one), or a one-line
+    error naming `name` and the bounds."""
+    from veil.errors import InvalidArgument
+
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < lo or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise InvalidArgument(f"{name} must be a whole number {bounds}, not {value!r}")
+    return value
+
+
+def check_float(name: str, value: Any, lo: float, hi: float | None = None, *,
+                lo_open: bool = False) -> float:
+    """`value` as a finite float in [lo, hi] (`lo_open`: (lo, hi]), or a one-line error."""
+    import math
+
+    from veil.errors import InvalidArgument
+
+    try:
+        v = float(value) if not isinstance(value, (bool, str)) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        v = math.nan
+    if not math.isfinite(v) or v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+        low = f"({lo:g}" if lo_open else f"[{lo:g}"
+        high = "inf)" if hi is None else f"{hi:g}]"
+        raise InvalidArgument(f"{name} must be a finite number in {low}, {high}, not {value!r}")
+    return v
