@@ -88,13 +88,66 @@ def _infer_fn(spec, module, device: str):
     return unbatched
 
 
+# Triton's arguments that carry the access token; they reach Triton through veil.serve._launch
+# and never appear on a command line. A placeholder has no ":", so Triton refuses it as a value.
+_SECRET_ARGS = ("http-restricted-api", "grpc-restricted-protocol")
+
+
+def _private_triton():
+    """PyTriton's `Triton`, but starting `tritonserver` through `veil.serve._launch`, with the
+    access token out of every command line (`/proc/PID/cmdline` is world-readable)."""
+    import shlex
+
+    from pytriton.triton import Triton
+
+    class PrivateTriton(Triton):
+        def _prepare_triton_config(self, workspace) -> None:
+            super()._prepare_triton_config(workspace)
+            cfg, self.secrets = self._triton_server_config, {}
+            for key in _SECRET_ARGS:
+                value = cfg[key]
+                if value:
+                    placeholder = f"veil-hidden-{key}"
+                    self.secrets[placeholder] = str(value)
+                    cfg[key] = placeholder
+            if not self.secrets:  # PyTriton changed: refuse rather than expose a token
+                raise RuntimeError("PyTriton set no access restriction to hide; veil needs "
+                                   "nvidia-pytriton 0.7")
+
+        def _prepare_triton_inference_server(self):
+            path = super()._prepare_triton_inference_server()
+            binary = path / "bin" / "tritonserver"
+            real = binary.with_name("tritonserver-real")
+            binary.rename(real)
+            binary.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m "
+                              f"veil.serve._launch {shlex.quote(str(real))} \"$@\"\n")
+            binary.chmod(0o700)
+            return path
+
+        def run(self) -> None:
+            from veil.serve._launch import SECRETS_ENV, selftest
+
+            selftest()
+            os.environ[SECRETS_ENV] = json.dumps(self.secrets)  # read by the launcher only
+            try:
+                super().run()
+            finally:
+                os.environ.pop(SECRETS_ENV, None)
+            # Triton's Python backend makes its shared memory (the tensors to and from the
+            # model stubs) 0644 whatever the umask; make it its owner's before any request
+            prefix = self._python_backend_config["shm-region-prefix-name"]
+            for region in Path("/dev/shm").glob(f"{prefix}*"):
+                region.chmod(0o600)
+
+    return PrivateTriton
+
+
 def _serve(info, home: Path):
     import numpy as np
     import torch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import (
         DEFAULT_PROTECTED_ENDPOINTS,
-        Triton,
         TritonConfig,
         TritonSecurityConfig,
     )
@@ -113,7 +166,10 @@ def _serve(info, home: Path):
     # shared memory, tracing and logging stay closed.
     security = TritonSecurityConfig(restricted_endpoints=[
         e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
-    triton = Triton(config=config, security_config=security)
+    # PyTriton's workspace (a copy of Triton, model stubs, the sockets to them) in this
+    # server's scratch folder: private (0700) and removed with it, even after a SIGKILL
+    triton = _private_triton()(config=config, security_config=security,
+                               workspace=scratch_dir(home, info.name) / "pytriton")
     try:
         for spec in specs:
             module = load_torchscript(spec.model_file, info.device)
@@ -152,11 +208,14 @@ def run(cfg: dict) -> int:
 
     home = Path(cfg["home"])
     info = ServerInfo(**cfg["info"])
+    # what this server and Triton create (logs, PyTriton's sockets, the shared memory Triton
+    # exchanges tensors with its model stubs through) is for its owner alone
+    os.umask(0o077)
     # PyTriton and Triton's Python backend write temporary model folders; keep them in a folder
     # of this server's own, removed when it exits, so no stop leaves any behind in /tmp.
     scratch = scratch_dir(home, info.name)
     shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    scratch.mkdir(parents=True, mode=0o700)
     os.environ["TMPDIR"] = str(scratch)
     tempfile.tempdir = None
     try:

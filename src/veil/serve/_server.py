@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import socket
@@ -21,7 +22,10 @@ from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound, VeilErr
 from veil.process import pid_alive, proc_start_time
 
 HOST = "127.0.0.1"
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,4})?")
+# Longest wait `start --timeout` and `stop --grace` accept: a day. Longer is a typo, and
+# "forever" (inf) would hang a script that meant a bound.
+MAX_SECONDS = 86400.0
 
 
 @dataclass
@@ -62,9 +66,31 @@ class ServerInfo:
         return d
 
 
+def seconds(value: float, what: str, *, zero: bool = False) -> float:
+    """`value` as a number of seconds, or InvalidArgument naming `what` and the bounds: finite,
+    > 0 (>= 0 with `zero`), at most MAX_SECONDS."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value >= 0 if zero else value > 0) and value <= MAX_SECONDS
+    if not ok:
+        low = ">= 0" if zero else "> 0"
+        raise InvalidArgument(f"{what} must be a number of seconds {low} and at most "
+                              f"{MAX_SECONDS:g}, not {value!r}")
+    return float(value)
+
+
 # ------------------------------------------------------------------ registry
 def _dir(home: Path | None) -> Path:
     return Path(home or veil_home()) / "serve"
+
+
+def _private_dir(home: Path | None) -> Path:
+    """The servers' folder, created (or tightened) to 0700: it holds their logs, records and
+    scratch folders (PyTriton's sockets to the model stubs), which other users must not read."""
+    d = _dir(home)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if d.stat().st_mode & 0o077:
+        d.chmod(0o700)
+    return d
 
 
 def _entry(name: str, home: Path | None) -> Path:
@@ -77,8 +103,7 @@ def name_lock(name: str, home: Path | None):
     stop, the server removing its own record) never act on one state at once."""
     import fcntl
 
-    d = _dir(home)
-    d.mkdir(parents=True, exist_ok=True)
+    d = _private_dir(home)
     with open(d / f".{name}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -147,9 +172,15 @@ def list_servers(*, home: Path | None = None) -> list[ServerInfo]:
 
 
 # ------------------------------------------------------------------ start
-def _check_port(port: int, what: str) -> int:
-    if not isinstance(port, int) or not 1 <= port <= 65535:
+def _port_in_range(port: int | None, what: str) -> int | None:
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
         raise InvalidArgument(f"--{what}-port must be in 1..65535, not {port!r}")
+    return port
+
+
+def _check_port(port: int, what: str) -> int:
+    _port_in_range(port, what)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # as servers bind: a port left in TIME_WAIT by a stopped server is free, one that
         # something listens on is not
@@ -207,14 +238,14 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
     validate_name(model_repo, "volume name")
     name = name or model_repo
     validate_name(name, "server name")
-    if not _DEVICE.fullmatch(device):
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise InvalidArgument(f"--device must be cpu or cuda[:N], not {device!r}")
+    timeout = seconds(timeout, "--timeout")
+    for what, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
+        _port_in_range(port, what)
     repo = data.volume_path(model_repo, home=home)  # NotFound for a missing volume
     models = read_repository(repo)  # config errors now, before any process starts
-    if not timeout or timeout <= 0:
-        raise InvalidArgument(f"--timeout must be > 0 seconds, not {timeout!r}")
-    d = _dir(home)
-    d.mkdir(parents=True, exist_ok=True)
+    d = _private_dir(home)
     entry = _entry(name, home)
     ports: dict[str, int] = {}
     for what, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
@@ -242,7 +273,10 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
                 raise AlreadyExists(f"a server named {name!r} is already running (pid "
                                     f"{current.pid}, http {current.http}); stop it first: veil "
                                     f"serve stop {name}")
+        clean_leftovers(name, home)  # of a server of this name that was killed
         write_entry(info, home)
+    # the log, created private (spawn_detached appends to it)
+    os.close(os.open(info.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     server = None
     try:
         server = process.spawn_detached(
@@ -305,22 +339,100 @@ class StopResult:
 
 def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopResult:
     """Stop server `name`: requests in flight finish (up to `grace` seconds), then the server
-    and every process it started are gone, and its name is free again."""
-    if grace < 0:
-        raise InvalidArgument(f"--grace must be >= 0 seconds, not {grace:g}")
+    and every process it started are gone, and its name is free again. For a server that died
+    (killed, machine restarted), remove what it left: its record, processes, scratch folder."""
+    grace = seconds(grace, "--grace", zero=True)
     info = get_server(name, home=home)
     if info.pid is None and info.state == "starting":
         raise InUse(f"server {name!r} is being started by another command; stop it once "
                     "`veil serve list` shows it ready")
-    if info.state == "exited" or info.pid is None:
-        remove_entry_if(name, home, info.pid, info.proc_start)
-        return StopResult(name, False, False)
-    killed = process.stop(info.pid, info.proc_start, grace=grace)
-    remove_entry_if(name, home, info.pid, info.proc_start)
-    if killed:  # a killed server could not clean up after itself
-        import shutil
+    was_running = info.state != "exited"
+    killed = False
+    files: list[Path] = []
+    if was_running:
+        files = _stub_files(_leftovers(name, home))  # Triton's, left if it has to be killed
+        killed = process.stop(info.pid, info.proc_start, grace=grace)
+    with name_lock(name, home):
+        current = _read(_entry(name, home))
+        if current is None or (current.pid, current.proc_start) == (info.pid, info.proc_start):
+            # not a new server's: what is left of this one goes
+            clean_leftovers(name, home, files if killed else [])
+            _entry(name, home).unlink(missing_ok=True)
+    return StopResult(name, was_running, killed)
 
-        with name_lock(name, home):
-            if not _entry(name, home).exists():  # not a new server's folder
-                shutil.rmtree(_dir(home) / f".{name}.tmp", ignore_errors=True)
-    return StopResult(name, True, killed)
+
+# ------------------------------------------------------------------ what a dead server leaves
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def _leftovers(name: str, home: Path | None) -> list[tuple[int, int | None, list[str]]]:
+    """(pid, start time, arguments) of this user's processes that run from server `name`'s
+    scratch folder: Triton, its launcher and its model stubs."""
+    from veil.serve._daemon import scratch_dir
+
+    mark = f"{scratch_dir(Path(home or veil_home()), name)}/"
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if p.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        args = _cmdline(int(p.name))
+        if any(mark in a for a in args):
+            out.append((int(p.name), proc_start_time(int(p.name)), args))
+    return out
+
+
+_STUB_DIR = re.compile(r"(/tmp/folder[A-Za-z0-9]{6})/\d+/model\.py")
+_SHM = re.compile(r"[A-Za-z0-9][\w.-]{0,200}")
+
+
+def _stub_files(procs: list[tuple[int, int | None, list[str]]]) -> list[Path]:
+    """What the Python backend's model stubs among `procs` use outside the scratch folder:
+    their folders (`/tmp/folderXXXXXX`, whatever TMPDIR says) and their shared-memory regions
+    (`/dev/shm/NAME`), named in their arguments. Triton removes them, unless it is killed."""
+    found = set()
+    for _, _, args in procs:
+        if len(args) > 2 and (m := _STUB_DIR.fullmatch(args[1])) and _SHM.fullmatch(args[2]):
+            found |= {m.group(1), f"/dev/shm/{args[2]}"}
+    return [Path(f) for f in sorted(found)]
+
+
+def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> None:
+    """With NAME's lock held and no live server of that name: end the processes a dead server
+    of that name left, remove its scratch folder (PyTriton's workspace), its half-written
+    records, and `files` with those of its leftover stubs (`_stub_files`) that are ours."""
+    import shutil
+    import signal
+
+    from veil.serve._daemon import scratch_dir
+
+    procs = _leftovers(name, home)
+    files = [*files, *_stub_files(procs)]
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):  # Triton cleans on TERM
+        alive = [(p, s) for p, s, _ in procs if pid_alive(p, s)]
+        for p, _ in alive:
+            with contextlib.suppress(OSError):
+                os.kill(p, sig)
+        deadline = time.monotonic() + wait
+        while any(pid_alive(p, s) for p, s in alive) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    shutil.rmtree(scratch_dir(Path(home or veil_home()), name), ignore_errors=True)
+    for tmp in _dir(home).glob(f".{name}.json.*.tmp"):
+        writer = tmp.name.removeprefix(f".{name}.json.").removesuffix(".tmp")
+        if not (writer.isdigit() and pid_alive(int(writer))):
+            tmp.unlink(missing_ok=True)
+    for f in files:
+        with contextlib.suppress(OSError):
+            if f.lstat().st_uid != os.getuid():
+                continue
+            if f.is_dir() and not f.is_symlink():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
