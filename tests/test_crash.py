@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import read_tree, write_tree
 from veil import data
+from veil.data._pool import Pool
 from veil.data._store import Store
 
 FILES = {f"dir{i % 5}/file{i:03d}.bin": os.urandom(30_000) for i in range(60)}
@@ -28,8 +29,9 @@ def _spawn(code: str, failpoint: str | None, tmp: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", f"from veil import data\n{code}"], env=env)
 
 
-def _kill_at(code: str, failpoint: str, tmp: Path) -> None:
-    """Run ``code`` in a new process, and SIGKILL it when it reaches ``failpoint``."""
+def _kill_at(code: str, failpoint: str, tmp: Path, inspect=None) -> None:
+    """Run ``code`` in a new process, and SIGKILL it when it reaches ``failpoint`` (after
+    calling ``inspect()``, if given, while it is stopped there)."""
     proc = _spawn(code, failpoint, tmp)
     marker = tmp / f"at-{failpoint}"
     deadline = time.monotonic() + 60
@@ -37,7 +39,11 @@ def _kill_at(code: str, failpoint: str, tmp: Path) -> None:
         assert proc.poll() is None, f"the process ended before reaching {failpoint}"
         assert time.monotonic() < deadline, f"{failpoint} not reached"
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    try:
+        if inspect:
+            inspect()
+    finally:
+        proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
 
 
@@ -177,3 +183,68 @@ def test_random_kills_during_copy_snapshots_never_lose_data(copy_home, tmp_path)
         assert read_tree(data.volume_path("base-check")) == expected_base
         data.delete_volume("base-check")
         assert _objects_on_disk(copy_home) == _objects_in_metadata(copy_home)
+
+
+# -- the pool: first-use creation killed, and what veil before issue 15 left ----------------------
+def _only_the_pool_is_mounted(pool: Pool) -> None:
+    assert pool.mounts() == [os.path.realpath(pool.image)], pool.mounts()
+    assert not pool.tmp.exists()
+
+
+def _loop_devices_of(path: Path) -> str:
+    return subprocess.run(["losetup", "-j", str(path)], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("failpoint", ["pool.create.made", "pool.create.renamed"])
+def test_sigkill_during_first_use_pool_creation_is_recovered(pool_home, tmp_path, failpoint):
+    pool = Pool(pool_home)
+
+    def while_stopped():  # the pool being made is private from its first byte, and unmounted
+        made = pool.tmp if failpoint == "pool.create.made" else pool.image
+        assert made.stat().st_mode & 0o777 == 0o600
+        assert pool.dir.stat().st_mode & 0o777 == 0o700
+        assert pool.mounts() == []
+
+    _kill_at("data.create_volume('first')", failpoint, tmp_path, while_stopped)
+    v = data.create_volume("after")  # the next command finishes or redoes the pool
+    (v.path / "f.txt").write_text("written")
+    _only_the_pool_is_mounted(pool)
+    assert [x.name for x in data.list_volumes()] == ["after"]
+    data.pool_detach()
+    assert pool.mounts() == [] and _loop_devices_of(pool.tmp) == ""
+    assert (data.volume_path("after") / "f.txt").read_text() == "written"  # re-attached
+    _only_the_pool_is_mounted(pool)
+
+
+def _stale_half_made_pool(pool: Pool) -> None:
+    """What veil before issue 15 left when killed while creating the pool: the unfinished pool
+    file mounted on the mount point."""
+    pool.mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["truncate", "-s", "300M", str(pool.tmp)], check=True)
+    subprocess.run(["mkfs.btrfs", "-q", str(pool.tmp)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(pool.tmp), str(pool.mountpoint)], check=True)
+
+
+def test_a_stale_mount_of_a_half_made_pool_is_taken_away_not_mounted_over(pool_home):
+    pool = Pool(pool_home)
+    _stale_half_made_pool(pool)
+    v = data.create_volume("ds")
+    (v.path / "f.txt").write_text("written")
+    _only_the_pool_is_mounted(pool)
+    assert _loop_devices_of(pool.tmp) == ""  # its loop device is released too
+    data.pool_detach()
+    assert pool.mounts() == []
+
+
+def test_a_stale_mount_under_the_pool_goes_with_detach(pool_home):
+    pool = Pool(pool_home)
+    data.create_volume("ds")
+    data.pool_detach()
+    _stale_half_made_pool(pool)  # shadowed by the pool, as the audit found it
+    subprocess.run(["mount", "-o", "loop", str(pool.image), str(pool.mountpoint)], check=True)
+    pool.tmp.unlink()
+    assert len(pool.mounts()) == 2
+    data.pool_detach()
+    assert pool.mounts() == []
+    (data.volume_path("ds") / "f.txt").write_text("writable")
+    _only_the_pool_is_mounted(pool)

@@ -18,7 +18,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
                   + ("" if r.saved else " (will be used on first write)"))
     console.print(f"why:          {r.reason}")
     console.print(f"cost:         {r.cost}")
-    console.print(f"sizes:        {'enforced' if r.enforces_size else 'recorded, not enforced'}")
+    console.print(f"sizes:        {r.sizes}")
     console.print()
     for c in r.checks:
         mark = "[green]ok[/green]  " if c.ok else "[yellow]no[/yellow]  "

@@ -15,7 +15,8 @@ from pathlib import Path
 from veil._config import veil_home
 from veil.data._drivers import Choice, choose, open_driver
 from veil.data._drivers._base import Driver, Progress, failpoint
-from veil.data._names import MAX_NAME, parse_labels, parse_size, validate_name
+from veil.data._names import MAX_NAME, check_labels, parse_labels, parse_size, validate_name
+from veil.data._private import DIR_MODE
 from veil.data._store import SnapshotRow, Store, VolumeRow, exclusive, try_exclusive
 from veil.errors import AlreadyExists, InUse, NotFound
 
@@ -103,7 +104,7 @@ class _Home:
 
     def link(self, row: VolumeRow) -> None:
         """Point ``volumes/NAME`` at the volume's current data (atomically replacing the link)."""
-        self.volumes_dir.mkdir(exist_ok=True)
+        self.volumes_dir.mkdir(DIR_MODE, exist_ok=True)
         tmp = self.volumes_dir / f".{row.name}.{uuid.uuid4().hex[:8]}"
         os.symlink(self.abs(row.loc), tmp)
         os.replace(tmp, self.volumes_dir / row.name)
@@ -205,7 +206,7 @@ def _new_id() -> str:
 
 def _labels(labels: dict[str, str] | list[str] | None) -> dict[str, str]:
     if isinstance(labels, dict):
-        return {str(k): str(v) for k, v in labels.items()}
+        return check_labels({str(k): str(v) for k, v in labels.items()})
     return parse_labels(labels)
 
 
@@ -225,6 +226,8 @@ def _free_snapshot_name(h: _Home, volume: VolumeRow, base: str) -> str:
 
 def _undo(h: _Home, objects: list[tuple[str, str]]) -> None:
     """After a failure (not a kill): remove what an operation made and forget its rows."""
+    if not objects:
+        return
     for table, oid in objects:
         row = h.store._db.execute(f"SELECT loc FROM {table} WHERE id = ?", (oid,)).fetchone()
         if row:
@@ -487,14 +490,15 @@ def clone_volume(
         if h.store.volume(new):
             raise AlreadyExists(f"a volume named {new!r} already exists")
         made: list[tuple[str, str]] = []
+        given = h.snapshot(src, snapshot) if snapshot is not None else None
         try:
-            if snapshot is None:
+            if given is None:
                 sname = _free_snapshot_name(h, src, f"clone-{new}-{timestamp()}")
                 srow = _add_snapshot(h, src, sname, {"veil.clone": new})
                 made.append(("snapshots", srow.id))
                 _take_snapshot(h, src, srow, progress)
             else:
-                srow = h.snapshot(src, snapshot)
+                srow = given
             vid = _new_id()
             loc = f"objects/{vid}"
             with h.store.tx() as db:

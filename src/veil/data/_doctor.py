@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from veil._config import veil_home
 from veil.data._drivers import can_create_pool, data_dir, fs_type
 from veil.data._drivers._base import reflink_works
 from veil.data._pool import Pool, PoolInfo, _kernel_has_btrfs
+from veil.data._private import is_private
 
 _COST = {
     "btrfs": "snapshots and clones are O(1) in data size (btrfs copy-on-write subvolumes)",
@@ -39,6 +41,7 @@ class DoctorReport:
     reason: str
     cost: str
     enforces_size: bool
+    sizes: str  # how volume sizes are kept, in words
     saved: bool  # the home already holds volumes in this driver's format
     checks: list[Check] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
@@ -69,10 +72,22 @@ def doctor(*, home: Path | str | None = None) -> DoctorReport:
         Check("can create a btrfs pool", pool_ok, pool_why),
         Check("reflink (FICLONE) on the data directory", reflink, fstype),
     ]
+    pool = Pool(path)
+    private = is_private(path)
+    checks.append(Check("home private to its owner", private,
+                        f"{path} is mode {stat.S_IMODE(path.stat().st_mode):o}"
+                        + ("" if private else ": other users can read what it holds")))
     enforces = False
-    if choice.driver == "btrfs":
+    sizes = "recorded, not enforced"
+    if choice.driver == "btrfs" and choice.pool and not pool.exists():
+        enforces = True  # veil enables quotas on the pool it makes (mkfs.btrfs -R quota)
+        sizes = "enforced (btrfs quotas on the pool veil creates at the first write)"
+        checks.append(Check("btrfs quotas (sizes enforced)", True,
+                            "enabled on the pool veil creates at the first write"))
+    elif choice.driver == "btrfs":
         root = choice.root if choice.root.exists() else data
         enforces = quotas_enabled(root)
+        sizes = "enforced (btrfs quotas)" if enforces else sizes
         checks.append(Check("btrfs quotas (sizes enforced)", enforces,
                             "enabled" if enforces else "disabled or not readable"))
     hints: list[str] = []
@@ -89,14 +104,15 @@ def doctor(*, home: Path | str | None = None) -> DoctorReport:
     elif not enforces:
         hints.append("volume sizes are not enforced: enable btrfs quotas as root "
                      "(`btrfs quota enable MOUNTPOINT`)")
+    if not private:
+        hints.append(f"keep what veil stores to yourself: chmod 700 {path}")
     if saved and choice.driver != "btrfs":
         hints.append("this home already holds volumes in the "
                      f"{choice.driver} format; a faster driver applies to a new VEIL_HOME")
-    pool = Pool(path)
     return DoctorReport(
         home=path, data_dir=data, driver=choice.driver, reason=choice.reason,
-        cost=_COST[choice.driver], enforces_size=enforces if choice.driver == "btrfs" else False,
-        saved=saved, checks=checks, hints=hints, pool=pool.info() if pool.exists() else None,
+        cost=_COST[choice.driver], enforces_size=enforces, sizes=sizes, saved=saved,
+        checks=checks, hints=hints, pool=pool.info() if pool.exists() else None,
     )
 
 
@@ -113,6 +129,10 @@ def pool_create(size: int | None = None, *, home: Path | str | None = None) -> P
 
     path = Path(home).absolute() if home is not None else veil_home()
     pool = Pool(path)
+    if pool.exists():
+        raise AlreadyExists(f"the pool {pool.image} already exists (see `veil pool grow`)")
+    if size is not None:
+        pool.check_size(size)  # before anything is made
     with exclusive(path, "creating the pool"):
         if pool.exists():
             raise AlreadyExists(f"the pool {pool.image} already exists (see `veil pool grow`)")

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from veil.errors import InvalidArgument
 
 MAX_NAME = 253  # a Kubernetes object name (DNS subdomain) may be this long
+# The largest size a Linux file (off_t) or veil's metadata (SQLite INTEGER) can hold: 8Ei - 1.
+MAX_SIZE = 2**63 - 1
+_MAX_SIZE_DIGITS = 20  # more digits than this is past MAX_SIZE whatever the unit
+MAX_LABEL_KEY = 253
+MAX_LABEL_VALUE = 4096
 _NAME_RE = re.compile(r"^[a-z0-9._-]+$")
 
 # Kubernetes resource quantities, as a user writes `--size 50Gi` for a PVC.
@@ -43,20 +49,34 @@ def parse_size(text: str | int | None) -> int | None:
     """Parse a size such as ``50Gi``, ``500M`` or ``1024`` (bytes) into bytes; None stays None."""
     if text is None:
         return None
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool):
         if text <= 0:
             raise InvalidArgument(f"invalid size {text}: must be positive")
+        if text > MAX_SIZE:
+            raise InvalidArgument(f"invalid size {text}: {_TOO_LARGE}")
         return text
+    if not isinstance(text, str):
+        raise InvalidArgument(f"invalid size {text!r}: give a number of bytes or a text like 50Gi")
     m = _SIZE_RE.match(text)
     if not m:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
         raise InvalidArgument(
-            f"invalid size {text!r}: use a number with an optional unit, e.g. 50Gi, 500Mi, 2G"
+            f"invalid size {shown!r}: use a number with an optional unit, e.g. 50Gi, 500Mi, 2G"
         )
     number, unit = m.group(1), m.group(2) or ""
-    value = int(float(number) * _UNITS[unit])
+    whole = number.partition(".")[0].lstrip("0")
+    if len(whole) > _MAX_SIZE_DIGITS:
+        raise InvalidArgument(f"invalid size ({len(whole)} digits): {_TOO_LARGE}")
+    value = int(Fraction(number) * _UNITS[unit])  # exact: no float rounding or overflow
     if value <= 0:
-        raise InvalidArgument(f"invalid size {text!r}: must be positive")
+        raise InvalidArgument(f"invalid size {text!r}: must be at least 1 byte")
+    if value > MAX_SIZE:
+        raise InvalidArgument(f"invalid size {text!r}: {_TOO_LARGE}")
     return value
+
+
+_TOO_LARGE = ("must be less than 8Ei (2^63 bytes, the most a Linux file or veil's metadata can "
+              "hold)")
 
 
 def format_size(n: int | None) -> str:
@@ -76,6 +96,23 @@ def parse_labels(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InvalidArgument(f"invalid label {item!r}: use key=value")
+            shown = item if len(item) <= 60 else f"{item[:60]}..."
+            raise InvalidArgument(f"invalid label {shown!r}: use key=value")
         labels[key.strip()] = value.strip()
+    return check_labels(labels)
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Return ``labels`` if every key and value can be stored and shown on one line."""
+    for key, value in labels.items():
+        if len(key) > MAX_LABEL_KEY:
+            raise InvalidArgument(f"invalid label key ({len(key)} characters): at most "
+                                  f"{MAX_LABEL_KEY} are allowed")
+        if len(value) > MAX_LABEL_VALUE:
+            raise InvalidArgument(f"invalid value of label {key!r} ({len(value)} characters): "
+                                  f"at most {MAX_LABEL_VALUE} are allowed")
+        for what, text in (("key", key), ("value", value)):
+            if not text.isprintable():
+                raise InvalidArgument(f"invalid label {what} {text[:60]!r}: control characters "
+                                      "(newlines, tabs, ...) are not allowed")
     return labels

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from veil.data._drivers._base import run
+from veil.data._drivers._base import failpoint, run
+from veil.data._private import DIR_MODE, create_private, private_dir, tighten
 from veil.errors import AlreadyExists, BackendError, InvalidArgument
 
 DEFAULT_POOL_SIZE = 64 * 2**30
 MIN_POOL_SIZE = 256 * 2**20  # mkfs.btrfs refuses much smaller devices
+_STACKED_MOUNTS_MAX = 16  # stale mounts under one another that recovery will take away
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,18 @@ class PoolInfo:
 
 
 class Pool:
+    """The pool file ``pool/pool.img`` (0600 in a 0700 folder) and its mount ``pool/mnt``.
+
+    Creation builds a whole btrfs, quotas enabled, in ``pool.img.tmp`` and renames it: the pool
+    exists once it is whole, and nothing is mounted before then. Whatever a killed creation left
+    (the unfinished file; with veil before issue 15, also a mount of it) is taken away by the
+    next command, under the home's lock, before it mounts anything: a mount never lands on top
+    of a stale one."""
+
     def __init__(self, home: Path):
         self.dir = home / "pool"
         self.image = self.dir / "pool.img"
+        self.tmp = self.dir / "pool.img.tmp"
         self.mountpoint = self.dir / "mnt"
 
     def exists(self) -> bool:
@@ -46,72 +58,135 @@ class Pool:
         if env:
             from veil.data._names import parse_size
 
-            return parse_size(env)  # type: ignore[return-value]
-        self.dir.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.dir).free
+            try:
+                return parse_size(env)  # type: ignore[return-value]
+            except InvalidArgument as e:
+                raise InvalidArgument(f"VEIL_POOL_SIZE: {e}") from None
+        free = shutil.disk_usage(_existing(self.dir)).free
         return max(MIN_POOL_SIZE, min(DEFAULT_POOL_SIZE, int(free * 0.9)) // 2**20 * 2**20)
+
+    def check_size(self, size: int) -> None:
+        """Refuse a pool size mkfs.btrfs cannot use, or one the host disk could not hold: the
+        pool file is sparse, and its size must not promise more than the disk's free space plus
+        what the file already occupies."""
+        from veil.data._names import format_size
+
+        verb = "grow the pool to" if self.exists() else "create a btrfs pool of"
+        if size < MIN_POOL_SIZE:
+            raise InvalidArgument(
+                f"cannot {verb} {format_size(size)}: the minimum is "
+                f"{MIN_POOL_SIZE // 2**20}Mi (set VEIL_POOL_SIZE or `veil pool create --size`)"
+            )
+        disk = _existing(self.dir)
+        free = shutil.disk_usage(disk).free
+        held = self.image.stat().st_blocks * 512 if self.exists() else 0
+        if size > held + free:
+            already = f" and the pool file holds {format_size(held)}" if held else ""
+            raise InvalidArgument(
+                f"cannot {verb} {format_size(size)}: the disk holding {disk} has "
+                f"{format_size(free)} free{already}, so the pool can be at most "
+                f"{format_size(held + free)}"
+            )
 
     def create(self, size: int | None = None) -> None:
         """Create the sparse pool file, make a btrfs on it with quotas enabled, and mount it."""
         if self.exists():
             raise AlreadyExists(f"the pool {self.image} already exists")
         size = size or self.default_size()
-        if size < MIN_POOL_SIZE:
-            raise InvalidArgument(
-                f"cannot create a btrfs pool of {size} bytes: the minimum is "
-                f"{MIN_POOL_SIZE // 2**20}Mi (set VEIL_POOL_SIZE or `veil pool create --size`)"
-            )
+        self.check_size(size)
         if os.geteuid() != 0:
             raise BackendError("cannot create a btrfs pool: mounting it needs root")
         if not _kernel_has_btrfs():
             raise BackendError("cannot create a btrfs pool: the kernel has no btrfs support")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.image.with_suffix(".img.tmp")
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        private_dir(self.dir)
+        self.mountpoint.mkdir(DIR_MODE, exist_ok=True)
+        quota_at_mkfs = _mkfs_enables_quota()
         try:
-            with open(tmp, "wb") as f:
-                f.truncate(size)
-            run(["mkfs.btrfs", "-q", "-L", "veil-pool", str(tmp)], "cannot create a btrfs pool")
-            run(["mount", "-o", "loop", str(tmp), str(self.mountpoint)],
-                "cannot create a btrfs pool: mounting it failed")
+            fd = create_private(self.tmp)
             try:
-                run(["btrfs", "quota", "enable", str(self.mountpoint)],
-                    "cannot create a btrfs pool: enabling quotas failed")
-            except BaseException:
-                run(["umount", str(self.mountpoint)], "cannot unmount the failed pool")
-                raise
-            os.replace(tmp, self.image)  # the pool exists only once it is whole and mounted
+                os.ftruncate(fd, size)
+            except OSError as e:
+                raise BackendError(f"cannot create a btrfs pool of {size} bytes at "
+                                   f"{self.tmp}: {e.strerror}") from None
+            finally:
+                os.close(fd)
+            run(["mkfs.btrfs", "-q", "-L", "veil-pool", *(["-R", "quota"] if quota_at_mkfs else []),
+                 str(self.tmp)], "cannot create a btrfs pool")
+            failpoint("pool.create.made")
+            os.replace(self.tmp, self.image)  # the pool exists only once it is whole
         finally:
-            tmp.unlink(missing_ok=True)
+            self.tmp.unlink(missing_ok=True)
+        failpoint("pool.create.renamed")
+        self.attach()
+        if not quota_at_mkfs:  # btrfs-progs before 5.x: quotas once mounted
+            run(["btrfs", "quota", "enable", str(self.mountpoint)],
+                "cannot create a btrfs pool: enabling quotas failed")
+
+    def recover(self) -> None:
+        """Take away what a killed pool creation left: the unfinished pool file, and mounts of
+        it on the mount point. Call it under the home's lock."""
+        for _ in range(_STACKED_MOUNTS_MAX):
+            mounts = self.mounts()
+            if not mounts or mounts[-1] == self._real_image():
+                break  # a stale mount under the pool's own goes with `veil pool detach`
+            if not _is_ours(mounts[-1], self.tmp):
+                raise BackendError(f"{self.mountpoint} has {mounts[-1]} mounted on it, which is "
+                                   "not veil's pool: unmount it")
+            run(["umount", str(self.mountpoint)],
+                "cannot take away a half-made pool's mount (is a process using it?)")
+        self.tmp.unlink(missing_ok=True)
+
+    def mounts(self) -> list[str]:
+        """What is mounted on the mount point, bottom first: each loop device's backing file
+        (a path, with " (deleted)" if it was removed since), or the source if not a loop."""
+        return [_backing_file(src) or src for src in _mount_sources(self.mountpoint)]
 
     def attach(self) -> None:
-        """Mount the pool file (after a reboot or `veil pool detach`)."""
-        if self.mounted():
+        """Mount the pool file (after a reboot or `veil pool detach`), taking away first what a
+        killed creation left; the pool file is made 0600 if an older veil made it readable."""
+        tighten(self.dir)
+        tighten(self.image)
+        mounts = self.mounts()
+        if mounts and mounts[-1] == self._real_image():
             return
         if os.geteuid() != 0:
             raise BackendError(
                 f"the btrfs pool {self.image} is not mounted and mounting it needs root"
             )
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        self.mountpoint.mkdir(DIR_MODE, exist_ok=True)
         run(["mount", "-o", "loop", str(self.image), str(self.mountpoint)],
             "cannot mount the btrfs pool")
 
+    def _real_image(self) -> str:
+        return os.path.realpath(self.image)
+
     def detach(self) -> None:
         """Unmount the pool and release its loop device; the pool file and its data stay."""
-        if not self.mounted():
-            return
-        run(["umount", str(self.mountpoint)], "cannot detach the pool")
+        for _ in range(_STACKED_MOUNTS_MAX):  # and a stale mount under it, if there is one
+            if not self.mounted():
+                return
+            run(["umount", str(self.mountpoint)], "cannot detach the pool")
 
     def grow(self, size: int) -> None:
         """Grow the pool file to ``size`` bytes and the filesystem with it (online)."""
+        from veil.data._names import format_size
+
         current = self.image.stat().st_size
         if size <= current:
             raise InvalidArgument(
-                f"the pool is already {current} bytes; growing needs a larger size"
+                f"the pool is already {format_size(current)} ({current} bytes); growing needs "
+                "a larger size"
             )
+        self.check_size(size)
         self.attach()
-        with open(self.image, "r+b") as f:
-            f.truncate(size)
+        try:
+            with open(self.image, "r+b") as f:
+                f.truncate(size)
+        except OSError as e:
+            raise BackendError(f"cannot grow the pool file {self.image} to {size} bytes: "
+                               f"{e.strerror}") from None
         device = _mount_source(self.mountpoint)
         run(["losetup", "-c", str(device)], "cannot grow the pool's loop device")
         run(["btrfs", "filesystem", "resize", "max", str(self.mountpoint)],
@@ -129,6 +204,45 @@ class Pool:
             used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
         return PoolInfo(self.image, self.mountpoint, exists, mounted, size, allocated, used, free,
                         _mount_source(self.mountpoint) if mounted else None)
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent (where the disk's free space is measured)."""
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _is_ours(backing: str, tmp: Path) -> bool:
+    """Whether a loop device's backing file is a pool file veil was making at ``tmp``."""
+    return backing.removesuffix(" (deleted)") == os.path.realpath(tmp)
+
+
+def _backing_file(source: str) -> str | None:
+    """The file behind a loop device such as /dev/loop3, as the kernel names it."""
+    name = os.path.basename(source)
+    if not name.startswith("loop"):
+        return None
+    try:
+        return Path(f"/sys/block/{name}/loop/backing_file").read_text().rstrip("\n")
+    except OSError:
+        return None
+
+
+_MKFS_QUOTA: bool | None = None
+
+
+def _mkfs_enables_quota() -> bool:
+    """Whether mkfs.btrfs can enable quotas itself (-R quota, btrfs-progs 5.x and later)."""
+    global _MKFS_QUOTA
+    if _MKFS_QUOTA is None:
+        try:
+            out = subprocess.run(["mkfs.btrfs", "-R", "list-all"], capture_output=True,
+                                 text=True, check=False)
+            _MKFS_QUOTA = "quota" in out.stdout + out.stderr
+        except OSError:
+            _MKFS_QUOTA = False
+    return _MKFS_QUOTA
 
 
 def _kernel_has_btrfs() -> bool:
@@ -162,7 +276,21 @@ def mount_of(path: Path) -> tuple[str, str, str] | None:
 
 
 def _mount_source(mountpoint: Path) -> str | None:
-    m = mount_of(mountpoint)
-    if m and m[0] == os.path.realpath(mountpoint):
-        return m[2]
-    return None
+    """The source of the mount on top at ``mountpoint`` (None: nothing is mounted there)."""
+    sources = _mount_sources(mountpoint)
+    return sources[-1] if sources else None
+
+
+def _mount_sources(mountpoint: Path) -> list[str]:
+    """The sources of every mount at ``mountpoint`` itself, bottom first."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    real = os.path.realpath(mountpoint)
+    out = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        if _unescape(left.split()[4]) == real:
+            out.append(_unescape(right.split()[1]))
+    return out

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from veil.data._private import FILE_MODE, private_home, tighten
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -84,8 +86,14 @@ class Store:
 
     def __init__(self, home: Path):
         self.home = home
-        home.mkdir(parents=True, exist_ok=True)
+        private_home(home)
         self.path = home / "veil.db"
+        # 0600 from the start; SQLite gives its -wal and -shm files the database's mode
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             FILE_MODE))
+        for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            tighten(p)  # made by an older veil
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -182,7 +190,7 @@ def _snapshot(r: tuple) -> SnapshotRow:
 def try_exclusive(home: Path) -> Iterator[bool]:
     """Hold the home's write lock if it is free right now; yields whether it was taken."""
     try:
-        fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     except OSError:  # a reader without write access to the home
         yield False
         return
@@ -199,9 +207,10 @@ def try_exclusive(home: Path) -> Iterator[bool]:
 
 @contextlib.contextmanager
 def exclusive(home: Path, what: str) -> Iterator[None]:
-    """Hold the home's write lock; waits (telling the user once) if another veil process has it."""
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the home's write lock; waits (telling the user once) if another veil process has it.
+    The lock file names its holder while it is held, and is empty again once released."""
+    private_home(home)
+    fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -211,6 +220,9 @@ def exclusive(home: Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({what}, since {time.strftime('%H:%M:%S')})".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the lock, also when the process is killed

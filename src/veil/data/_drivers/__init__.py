@@ -13,6 +13,7 @@ from veil.data._drivers.btrfs import BtrfsDriver
 from veil.data._drivers.copy import CopyDriver
 from veil.data._drivers.reflink import ReflinkDriver
 from veil.data._pool import Pool, _kernel_has_btrfs, mount_of
+from veil.data._private import private_dir
 from veil.errors import BackendError, InvalidArgument
 
 DRIVERS = ("btrfs", "reflink", "copy")
@@ -87,15 +88,19 @@ def choose(home: Path, forced: str | None = None) -> Choice:
 
 
 def open_driver(choice: Choice, home: Path) -> Driver:
-    """Make the chosen driver ready to use (creating or mounting veil's pool if needed)."""
+    """Make the chosen driver ready to use (creating or mounting veil's pool if needed). The
+    driver's folders are private to the user (an older veil made them readable by all)."""
     if choice.pool:
         pool = Pool(home)
         if not pool.exists():
             pool.create()
         else:
             pool.attach()
-    choice.root.mkdir(parents=True, exist_ok=True)
-    (choice.root / "objects").mkdir(exist_ok=True)
+    data = data_dir(home)
+    if data != home:
+        private_dir(data)
+    private_dir(choice.root)
+    private_dir(choice.root / "objects")
     if choice.driver == "btrfs":
         return BtrfsDriver(choice.root)
     if choice.driver == "reflink":

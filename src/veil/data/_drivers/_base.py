@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from veil.data._private import DIR_MODE, create_private, private_dir
 from veil.errors import BackendError
 from veil.progress import Progress
 
@@ -65,13 +67,27 @@ FICLONE = 0x40049409  # _IOW(0x94, 9, int), from linux/fs.h
 
 
 def reflink_file(src: Path | str, dst: Path | str) -> None:
-    """Copy-on-write copy of one file (FICLONE): shares the data extents, O(1) in the data."""
-    with open(src, "rb") as fs, open(dst, "wb") as fd:
+    """Copy-on-write copy of one file (FICLONE) into a new file, 0600 until its metadata is
+    applied: shares the data extents, O(1) in the data."""
+    with open(src, "rb") as fs, open(create_private(dst), "wb") as fd:
         fcntl.ioctl(fd.fileno(), FICLONE, fs.fileno())
 
 
-def plain_copy_file(src: Path | str, dst: Path | str) -> None:
-    shutil.copyfile(src, dst, follow_symlinks=False)
+def copy_file(src: Path | str, dst: Path | str) -> None:
+    """Copy one file's bytes into a new file, 0600 until its metadata is applied."""
+    with open(src, "rb") as fs, open(create_private(dst), "wb") as fd:
+        size = os.fstat(fs.fileno()).st_size
+        offset = 0
+        try:
+            while offset < size:
+                sent = os.sendfile(fd.fileno(), fs.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError as e:  # a filesystem without sendfile between files
+            if offset or e.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            shutil.copyfileobj(fs, fd, 1 << 20)
 
 
 def reflink_works(directory: Path) -> bool:
@@ -79,7 +95,9 @@ def reflink_works(directory: Path) -> bool:
     made = not directory.exists()
     a, b = directory / f".reflink-probe-{os.getpid()}", directory / f".reflink-probe-{os.getpid()}b"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.parent.exists():  # the home's own data folder: private from the start
+            private_dir(directory.parent)
+        directory.mkdir(DIR_MODE, exist_ok=True)
         a.write_bytes(b"veil")
         reflink_file(a, b)
         return b.read_bytes() == b"veil"
@@ -114,7 +132,7 @@ def copy_tree(
                 total += st.st_size
     if progress:
         progress.start(total, description)
-    os.mkdir(dst)
+    os.mkdir(dst, DIR_MODE)
     links: dict[tuple[int, int], str] = {}
     dirs: list[tuple[str, os.stat_result]] = [(str(dst), os.lstat(src))]
     for p, st in entries:

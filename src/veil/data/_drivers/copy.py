@@ -4,7 +4,11 @@ Volumes are plain directories. A snapshot is a manifest (path, type, mode, times
 hash) plus the content in a content-addressed store (``cas/ab/<sha256>``), so identical files are
 stored once across all snapshots. A file whose size, mtime, ctime and inode match the volume's
 previous snapshot is not read again: a second snapshot of a mostly unchanged volume reads and stores
-only what changed. Clones and restores copy every byte back out: their cost grows with the data."""
+only what changed. Clones and restores copy every byte back out: their cost grows with the data.
+
+The store is private: its folders are 0700, content 0400 and manifests 0600, whatever the files'
+own modes; each file's mode and owner are kept in the manifest and given back to the file by
+clones and restores."""
 
 from __future__ import annotations
 
@@ -13,13 +17,20 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import stat
 import time
 import uuid
 from pathlib import Path
 
-from veil.data._drivers._base import Progress, _raise, apply_metadata, failpoint, rmtree
+from veil.data._drivers._base import (
+    Progress,
+    _raise,
+    apply_metadata,
+    copy_file,
+    failpoint,
+    rmtree,
+)
+from veil.data._private import DIR_MODE, create_private, private_dir
 
 _CHUNK = 1 << 20
 _CLOCK_TICK_NS = 20_000_000  # more than one jiffy at any HZ (10 ms at HZ=100)
@@ -37,7 +48,7 @@ class CopyDriver:
 
     # volumes ------------------------------------------------------------------------------------
     def create_volume(self, path: Path, size: int | None) -> None:
-        os.mkdir(path)
+        os.mkdir(path)  # a volume's own mode: its user's to choose (the store around it is 0700)
 
     def remove(self, path: Path) -> None:
         rmtree(path)
@@ -50,7 +61,8 @@ class CopyDriver:
     def snapshot(
         self, volume: Path, dest: Path, previous: Path | None, progress: Progress | None
     ) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cas)
+        private_dir(self.tmp)
         # file times come from the kernel's coarse clock, up to a tick behind time.time_ns()
         started = time.time_ns() - _CLOCK_TICK_NS
         known: dict[str, dict] = {}
@@ -102,14 +114,14 @@ class CopyDriver:
             return digest
         tmp = self.tmp / uuid.uuid4().hex
         h = hashlib.sha256()
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
+        with open(path, "rb") as src, open(create_private(tmp), "wb") as dst:
             while chunk := src.read(_CHUNK):
                 h.update(chunk)
                 dst.write(chunk)
         digest = h.hexdigest()  # the content copied, even if the file changed since it was hashed
         blob = self._blob(digest)
-        blob.parent.mkdir(exist_ok=True)
-        os.chmod(tmp, 0o444)
+        blob.parent.mkdir(DIR_MODE, exist_ok=True)
+        os.chmod(tmp, 0o400)  # stored content is never written again, and read by veil only
         os.replace(tmp, blob)
         return digest
 
@@ -124,7 +136,7 @@ class CopyDriver:
         if progress:
             progress.start(sum(e["s"] for e in entries if e["t"] == "f"), "clone (copy)")
         is_root = os.geteuid() == 0
-        os.mkdir(dest)
+        os.mkdir(dest, DIR_MODE)
         dirs = []
         for e in entries:
             out = os.path.join(dest, e["p"]) if e["p"] != "." else str(dest)
@@ -136,7 +148,7 @@ class CopyDriver:
             if e["t"] == "l":
                 os.symlink(e["target"], out)
             else:
-                shutil.copyfile(self._blob(e["h"]), out)
+                copy_file(self._blob(e["h"]), out)  # 0600 until its own mode is applied
                 if progress:
                     progress.advance(e["s"])
                 failpoint("copy.clone.file")
@@ -195,10 +207,11 @@ def read_manifest(path: Path) -> list[dict]:
 
 
 def _write_manifest(dest: Path, entries: list[dict]) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent)
     tmp = Path(f"{dest}.tmp")
+    tmp.unlink(missing_ok=True)  # left by a killed process
     body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
-    with open(tmp, "wb") as raw:
+    with open(create_private(tmp), "wb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as f:
             f.write(body)
         raw.flush()
