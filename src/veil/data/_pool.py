@@ -124,15 +124,12 @@ class Pool:
                 "cannot create a btrfs pool: enabling quotas failed")
 
     def recover(self) -> None:
-        """Take away what a killed pool creation left: the unfinished pool file, and mounts of
-        it on the mount point. Call it under the home's lock."""
+        """Take away what a killed pool creation left: mounts of the unfinished pool file on the
+        mount point, and the file itself. Call it under the home's lock."""
         for _ in range(_STACKED_MOUNTS_MAX):
             mounts = self.mounts()
-            if not mounts or mounts[-1] == self._real_image():
+            if not mounts or not _is_ours(mounts[-1], self.tmp):
                 break  # a stale mount under the pool's own goes with `veil pool detach`
-            if not _is_ours(mounts[-1], self.tmp):
-                raise BackendError(f"{self.mountpoint} has {mounts[-1]} mounted on it, which is "
-                                   "not veil's pool: unmount it")
             run(["umount", str(self.mountpoint)],
                 "cannot take away a half-made pool's mount (is a process using it?)")
         self.tmp.unlink(missing_ok=True)
@@ -148,19 +145,18 @@ class Pool:
         tighten(self.dir)
         tighten(self.image)
         mounts = self.mounts()
-        if mounts and mounts[-1] == self._real_image():
-            return
+        if mounts and not _is_ours(mounts[-1], self.tmp):
+            return  # mounted
         if os.geteuid() != 0:
             raise BackendError(
                 f"the btrfs pool {self.image} is not mounted and mounting it needs root"
             )
         self.recover()
+        if self.mounted():
+            return  # the pool's own mount, found under a stale one
         self.mountpoint.mkdir(DIR_MODE, exist_ok=True)
         run(["mount", "-o", "loop", str(self.image), str(self.mountpoint)],
             "cannot mount the btrfs pool")
-
-    def _real_image(self) -> str:
-        return os.path.realpath(self.image)
 
     def detach(self) -> None:
         """Unmount the pool and release its loop device; the pool file and its data stay."""
@@ -214,7 +210,8 @@ def _existing(path: Path) -> Path:
 
 
 def _is_ours(backing: str, tmp: Path) -> bool:
-    """Whether a loop device's backing file is a pool file veil was making at ``tmp``."""
+    """Whether a loop device's backing file is the pool file veil was making at ``tmp`` (a
+    stale mount: the finished pool file is renamed before it is ever mounted)."""
     return backing.removesuffix(" (deleted)") == os.path.realpath(tmp)
 
 
