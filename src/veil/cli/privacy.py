@@ -38,7 +38,7 @@ def _privacy():
     return veil.privacy
 
 
-def _workdir(workdir: Path | None, task: str, p) -> Path:
+def _workdir(workdir: Path | None, task, p) -> Path:
     return workdir or p.default_workdir(task)
 
 
@@ -108,9 +108,10 @@ def fit(
     """Fit the noise for one ALPHA with the model frozen, and save it."""
     p = _privacy()
     p.check_alpha(alpha)
-    path = out or p.obfuscator_path(_workdir(workdir, task, p), distribution, alpha)
+    t = p.get_task(task)
+    path = out or p.obfuscator_path(_workdir(workdir, t, p), distribution, alpha)
     with TqdmProgress(unit="epoch") as progress:
-        obf = p.fit_one(task, data, alpha, distribution=distribution, epochs=epochs,
+        obf = p.fit_one(t, data, alpha, distribution=distribution, epochs=epochs,
                         device=device, progress=progress, out=path)
     info = {"path": str(path), "alpha": alpha, "distribution": distribution,
             "model": obf.model_identity_, "activation_shape": list(obf.activation_shape_),
@@ -143,13 +144,13 @@ def evaluate(
     """The task metric clean and at each ALPHA, as TR-4928's table; JSON and PNG in WORKDIR."""
     p = _privacy()
     p.check_device(device)
-    wd = _workdir(workdir, task, p)
+    t = p.get_task(task)
+    wd = _workdir(workdir, t, p)
     obf = None
     if obfuscator is not None:
-        t = p.get_task(task)
         obf = p.Obfuscator.load(obfuscator, t.load_model(device), device=device)
     with TqdmProgress() as progress:
-        r = p.evaluate(task, data, alphas, workdir=wd, distribution=distribution,
+        r = p.evaluate(t, data, alphas, workdir=wd, distribution=distribution,
                        epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
                        progress=progress, log=_log)
     if as_json:
@@ -188,8 +189,9 @@ def attack(
 ) -> None:
     """White-box reconstruction attack at each ALPHA: PSNR, SSIM, information bound, image grid."""
     p = _privacy()
+    t = p.get_task(task)
     with TqdmProgress() as progress:
-        r = p.attack(task, data, alphas, workdir=_workdir(workdir, task, p),
+        r = p.attack(t, data, alphas, workdir=_workdir(workdir, t, p),
                      distribution=distribution, epochs=epochs, attack_epochs=attack_epochs,
                      width=width, ks=ks, averaging_alpha=averaging_alpha, refit=refit,
                      device=device, progress=progress, log=_log)
@@ -236,7 +238,7 @@ def bench(
     p = _privacy()
     p.check_device(device)
     t = p.get_task(task)
-    path = obfuscator or p.obfuscator_path(_workdir(workdir, task, p), distribution,
+    path = obfuscator or p.obfuscator_path(_workdir(workdir, t, p), distribution,
                                            p.check_alpha(alpha))
     if obfuscator is None and not path.exists():
         raise VeilError(f"no fitted obfuscator at {path}: run veil privacy fit --task {task} "

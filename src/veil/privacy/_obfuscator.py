@@ -124,6 +124,7 @@ class Obfuscator:
         self._generators: dict[str, torch.Generator] = {}
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._local = threading.local()
+        self._source = ""  # the folder it was loaded from, named in errors about its use
 
     # ------------------------------------------------------------------ parameters
     def _validate(self) -> None:
@@ -310,13 +311,20 @@ class Obfuscator:
                                      (len(self.activation_shape_) - 1)) + ")"
         if activation.ndim != len(want) or activation.shape[1] != self.activation_shape_[0]:
             raise InvalidArgument(
-                f"activation of shape {tuple(activation.shape)} does not fit this obfuscator: "
+                f"{self._where()}activation of shape {tuple(activation.shape)} does not fit this "
+                f"obfuscator: "
                 f"expected {expect} from model {self.model_identity_['name']!r} split at "
                 f"{self.model_identity_['split']!r}")
         if activation.dtype != self.dtype_:
-            raise InvalidArgument(f"activation dtype {str(activation.dtype).removeprefix('torch.')}"
+            raise InvalidArgument(f"{self._where()}activation dtype "
+                                  f"{str(activation.dtype).removeprefix('torch.')}"
                                   f" does not match the fitted "
                                   f"{str(self.dtype_).removeprefix('torch.')}")
+
+    def _where(self) -> str:
+        """"FOLDER: " for an obfuscator loaded from one, so errors about its use name it."""
+        source = getattr(self, "_source", "")
+        return f"{source}: " if source else ""
 
     def check_model(self, split_model: SplitModel) -> None:
         """Raise IncompatibleObfuscator unless fitted for exactly this model and split."""
@@ -324,9 +332,10 @@ class Obfuscator:
         have, want = split_model.identity, self.model_identity_
         if have != want:
             raise IncompatibleObfuscator(
-                f"noise parameters fitted for model {want['name']!r} split at {want['split']!r} "
-                f"(fingerprint {want['fingerprint']}), not for model {have['name']!r} split at "
-                f"{have['split']!r} (fingerprint {have['fingerprint']})")
+                f"{self._where()}noise parameters fitted for model {want['name']!r} split at "
+                f"{want['split']!r} (fingerprint {want['fingerprint']}), not for model "
+                f"{have['name']!r} split at {have['split']!r} (fingerprint "
+                f"{have['fingerprint']})")
 
     def _params_for(self, activation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (activation.device, activation.dtype, activation.ndim)
@@ -429,6 +438,7 @@ class Obfuscator:
         obf.device, obf.random_state = device, random_state
         obf._validate()
         obf._load_tensors(tensor_file)
+        obf._source = str(path)
         if model is not None:
             obf.check_model(model)
         return obf
@@ -508,11 +518,16 @@ class Obfuscator:
             raise InvalidArgument(f"{file}: not a file written by torch.save (a zip archive)")
         try:
             tensors = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
+        except pickle.UnpicklingError as e:  # torch's safe loading refused it, in many lines
             found = re.search(r"GLOBAL ([\w.]+)", str(e))
-            what = f"{found.group(1)}, which is" if found else "something that is"
-            raise InvalidArgument(f"{file}: refused to load: it holds {what} not a tensor "
-                                  f"(torch.load with weights_only)") from None
+            if found:
+                raise InvalidArgument(f"{file}: refused to load: it holds {found.group(1)}, "
+                                      f"which is not a tensor (torch.load with weights_only)"
+                                      ) from None
+            why = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
+            raise InvalidArgument(f"{file}: not readable by torch.load ("
+                                  f"{why.group(1).strip()[:200] if why else _first_line(e)})"
+                                  ) from None
         except Exception as e:  # a damaged archive: one line, not a traceback
             raise InvalidArgument(f"{file}: not readable by torch.load ({type(e).__name__}: "
                                   f"{_first_line(e)})") from None
