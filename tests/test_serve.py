@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from veil import data, serve  # noqa: E402
 from veil.cli import main  # noqa: E402
 from veil.errors import AlreadyExists, InvalidArgument, NotFound, VeilError  # noqa: E402
 from veil.privacy import Obfuscator  # noqa: E402
-from veil.process import descendants, pid_alive  # noqa: E402
+from veil.process import descendants, pid_alive, proc_start_time  # noqa: E402
 from veil.serve import Client, PrivateClient, ServerUnavailable  # noqa: E402
 from veil.solutions.face_privacy import _model, _serving, _synth  # noqa: E402
 
@@ -32,19 +34,32 @@ SERVER = "netapp-inference"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A veil home with the face models exported to a volume and a server running on them."""
-    home = tmp_path_factory.mktemp("serve") / "home"
+def served():
+    """A veil home with the face models exported to a volume and a server running on them. The
+    home is in a folder other users can reach (/tmp, 0755), as a user's home is, so that
+    `test_another_user_cannot_read_the_token_or_unload_a_model` tests veil's own permissions."""
+    import shutil
+    import tempfile
+
+    from tests.conftest import kill_processes_under
+
+    top = Path(tempfile.mkdtemp(prefix="veil-test-serve-", dir="/tmp"))
+    top.chmod(0o755)
+    home = top / "home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VEIL_HOME", str(home))
         mp.setenv("VEIL_DRIVER", "copy")
         mp.delenv("VEIL_DATA_DIR", raising=False)
-        _serving.export_models(REPO)
-        info = serve.start(REPO, name=SERVER)
         try:
-            yield info
+            _serving.export_models(REPO)
+            info = serve.start(REPO, name=SERVER)
+            try:
+                yield info
+            finally:
+                serve.stop(SERVER)
         finally:
-            serve.stop(SERVER)
+            kill_processes_under(top)
+            shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -574,7 +589,338 @@ def test_records_of_starting_and_dead_servers(served, capsys):
 def test_export_with_bad_weights_changes_nothing(served, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nonsense")
-    with pytest.raises(InvalidArgument, match="not a FaceBoxes state dict"):
+    with pytest.raises(InvalidArgument, match=r"not a .*FaceBoxes"):
         _serving.export_models("fresh-repo", noisy_weights=bad)
     with pytest.raises(NotFound):
         data.get_volume("fresh-repo")
+
+
+# ---------------------------------------------------------------------- issue 15: other users
+_TOKEN = re.compile(rb"triton-access-token=([A-Za-z0-9_-]{16,})")
+
+
+def _server_processes(info) -> list[int]:
+    return [info.pid, *descendants(info.pid)]
+
+
+def _token_of(info) -> bytes:
+    """The server's access token, found as root wherever it is: on a command line or in an
+    environment of the server's processes."""
+    for pid in _server_processes(info):
+        for what in ("cmdline", "environ"):
+            with contextlib.suppress(OSError):
+                if m := _TOKEN.search(Path(f"/proc/{pid}/{what}").read_bytes()):
+                    return m.group(1)
+    raise AssertionError("no access token found in the server's processes")
+
+
+def _http(port: int, method: str, path: str, body: bytes = b"",
+          headers: dict | None = None) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+_AS_NOBODY = """
+import encodings.idna, http.client, json, os, sys  # all imports before the switch
+args = json.loads(sys.stdin.read())  # not on this probe's own command line
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+token = args["token"].encode()
+
+def readable(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+res = {"cmdlines": [], "environs": [], "files": [], "leaks": [], "shm": [], "unload": []}
+for d in os.listdir("/proc"):
+    if d.isdigit() and token in (readable(f"/proc/{d}/cmdline") or b""):
+        res["cmdlines"].append(int(d))
+res["environs"] = [p for p in args["pids"] if readable(f"/proc/{p}/environ") is not None]
+for top in args["trees"]:
+    for root, dirs, files in os.walk(top):
+        for name in files:
+            data = readable(os.path.join(root, name))
+            if data is not None:
+                res["files"].append(os.path.join(root, name))
+                if token in data:
+                    res["leaks"].append(os.path.join(root, name))
+res["shm"] = [r for r in args["shm"] if readable(r) is not None]
+for guess in ({}, {"triton-access-token": "veil-hidden-http-restricted-api"},
+              {"triton-access-token": ""}):
+    c = http.client.HTTPConnection("127.0.0.1", args["port"], timeout=30)
+    c.request("POST", f"/v2/repository/models/{args['model']}/unload", body=b"{}",
+              headers=guess)
+    res["unload"].append(c.getresponse().status)
+    c.close()
+print(json.dumps(res))
+"""
+
+
+def test_another_user_cannot_read_the_token_or_unload_a_model(served, model):
+    """Issue 15, item 2: Triton's access token was on its command line (world-readable in
+    /proc), so any local user could unload the served models."""
+    from tests.conftest import ROOT
+
+    if not ROOT:
+        pytest.skip("needs root to run a probe as user nobody")
+    home = Path(served.log).parent.parent
+    token = _token_of(served)
+    # the token is live: it opens a restricted endpoint that stays closed without it
+    assert _http(served.http_port, "GET", "/v2/logging",
+                 headers={"triton-access-token": token.decode()})[0] == 200
+    assert _http(served.http_port, "GET", "/v2/logging")[0] == 403
+    pids = _server_processes(served)
+    workspaces = {a.rsplit("/model-store", 1)[0] for p in pids
+                  for a in serve._server._cmdline(p) if a.endswith("/model-store")}
+    regions = [str(r) for r in Path("/dev/shm").glob(f"pytrtion{served.pid}-*")]
+    assert workspaces and regions
+    mode = home.stat().st_mode
+    home.chmod(0o755)  # a home another user can enter (an older veil's, or a user's choice)
+    try:
+        args = {"token": token.decode(), "pids": pids, "trees": [str(home), *workspaces],
+                "shm": regions, "port": served.http_port, "model": _serving.BASE}
+        p = subprocess.run([sys.executable, "-c", _AS_NOBODY], input=json.dumps(args),
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        home.chmod(mode & 0o7777)
+    assert p.returncode == 0, p.stderr
+    seen = json.loads(p.stdout)
+    assert seen["cmdlines"] == [], "the token is on a command line"
+    assert seen["environs"] == [], "another user reads a server process's environment"
+    assert seen["leaks"] == []
+    assert not [f for f in seen["files"] if "/serve/" in f or f.startswith(tuple(workspaces))]
+    assert seen["shm"] == [], "another user reads the tensors in Triton's shared memory"
+    assert all(code == 403 for code in seen["unload"]), seen["unload"]
+    assert _http(served.http_port, "GET", f"/v2/models/{_serving.BASE}/ready")[0] == 200
+    a = torch.randn(1, 128, 32, 32)
+    with torch.no_grad():
+        want = model.forward_tail(a)[0].numpy()
+    with Client(SERVER, _serving.BASE) as c:
+        np.testing.assert_allclose(c.send(a)[0], want, rtol=0, atol=1e-4)
+
+
+def test_the_launcher_hides_an_argument_from_the_command_line(tmp_path):
+    """veil.serve._launch: the program gets the secret as its argument; /proc/PID/cmdline, which
+    any user reads, shows only the placeholder."""
+    from veil.serve._launch import SECRETS_ENV
+
+    script = 'cat /proc/$$/cmdline > "$1"; printf %s "$0" > "$2"; exit 3'
+    env = {**os.environ, SECRETS_ENV: json.dumps({"veil-hidden-x": "s3cret"})}
+    p = subprocess.run([sys.executable, "-m", "veil.serve._launch", "/bin/sh", "-c", script,
+                        "veil-hidden-x", str(tmp_path / "cmdline"), str(tmp_path / "arg")],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 3, p.stderr  # the program's exit status
+    assert (tmp_path / "arg").read_text() == "s3cret"
+    assert b"s3cret" not in (tmp_path / "cmdline").read_bytes()
+    assert b"veil-hidden-x" in (tmp_path / "cmdline").read_bytes()
+    # a placeholder that is not among the arguments: refused, nothing runs
+    p = subprocess.run([sys.executable, "-m", "veil.serve._launch", "/bin/sh", "-c",
+                        f"touch {tmp_path / 'ran'}"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 1 and p.stderr.startswith("error: ")
+    assert not (tmp_path / "ran").exists()
+
+
+# ---------------------------------------------------------------------- issue 15: killed servers
+def _what_a_server_uses(info) -> dict[str, list]:
+    """The processes of a running server and the files it uses outside its record."""
+    pids = _server_processes(info)
+    args = [serve._server._cmdline(p) for p in pids]
+    workspaces = {a.rsplit("/model-store", 1)[0] for al in args for a in al
+                  if a.endswith("/model-store")}
+    stubs = [Path(al[1]).parent.parent for al in args
+             if len(al) > 2 and al[0].endswith("triton_python_backend_stub")]
+    shm = [Path("/dev/shm") / al[2] for al in args
+           if len(al) > 2 and al[0].endswith("triton_python_backend_stub")]
+    scratch = Path(info.log).parent / f".{info.name}.tmp"
+    return {"procs": [(p, proc_start_time(p)) for p in pids],
+            "files": [*map(Path, workspaces), *stubs, *shm, scratch]}
+
+
+def _wait(cond, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_stop_removes_what_a_killed_server_left(served, capsys):
+    """Issue 15, item 11: a SIGKILLed server left PyTriton's workspace (22 MB) and its scratch
+    folder behind. `serve stop` removes all a dead server left, even when all of it was killed
+    at once (Triton had no chance to clean up), and nothing the live server of another name
+    uses."""
+    import signal
+
+    mine = _what_a_server_uses(served)
+    info = serve.start(REPO, name="victim")
+    used = _what_a_server_uses(info)
+    assert len(used["procs"]) >= 4 and all(f.exists() for f in used["files"])
+    for p, _ in used["procs"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    _wait(lambda: not [p for p, st in used["procs"] if pid_alive(p, st)])
+    assert all(f.exists() for f in used["files"])  # what the audit found, and more
+    assert serve.get_server("victim").state == "exited"
+    assert main(["serve", "stop", "victim"]) == 0
+    assert "was not running" in capsys.readouterr().out
+    assert [str(f) for f in used["files"] if f.exists()] == []
+    assert not list(Path(served.log).parent.glob("*victim.json*"))
+    # the other server, and all it uses, untouched
+    assert all(pid_alive(p, st) for p, st in mine["procs"])
+    assert all(f.exists() for f in mine["files"])
+    assert serve.get_server(SERVER).state == "ready"
+    with Client(SERVER, _serving.BASE) as c:
+        c.send(np.zeros((1, 128, 32, 32), np.float32))
+
+
+def test_start_first_removes_what_a_dead_server_of_its_name_left(served):
+    """Issue 15, item 11: the next `serve start` of a name removes what a dead server of that
+    name left (here laid out as a killed one leaves it) before it launches, even a start that
+    then gives up (--timeout) and whose own server it stops at once."""
+    import secrets
+    import tempfile
+
+    from veil.serve import ServerInfo
+    from veil.serve._server import write_entry
+
+    home = Path(served.log).parent.parent
+    scratch = home / "serve" / ".ghost.tmp"
+    scratch.mkdir(mode=0o700)
+    ws = Path(tempfile.mkdtemp(prefix="veil-serve-", dir="/tmp"))
+    (scratch / "workspace").symlink_to(ws)
+    stub = Path(f"/tmp/folder{secrets.token_hex(3)}")
+    stub.mkdir()
+    prefix = f"pytrtion{os.getpid()}-{secrets.token_hex(4)}"
+    region = Path(f"/dev/shm/{prefix}-{secrets.token_hex(4)}")
+    region.write_bytes(b"tensors")
+    (scratch / "outside.json").write_text(json.dumps({"files": [str(stub)],
+                                                      "shm_prefix": prefix}))
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                             f"{ws}/w/tritonserver/bin/tritonserver-real"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write_entry(ServerInfo(name="ghost", state="ready", pid=dead.pid, http_port=1,
+                           grpc_port=2, metrics_port=3, model_repo=REPO, repo_path="",
+                           proc_start=1), home)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(VeilError, match=r"not ready after 0\.5 s"):
+            serve.start(REPO, name="ghost", timeout=0.5)
+        assert left.wait(timeout=10) != 0
+    finally:
+        left.kill()
+    assert time.monotonic() - t0 < 15
+    assert [str(p) for p in (scratch, ws, stub, region) if p.exists()] == []
+    with pytest.raises(NotFound):
+        serve.get_server("ghost")
+
+
+# ---------------------------------------------------------------------- issue 15: bad requests
+def _infer_body(inputs: list[dict], binary: bytes = b"") -> tuple[bytes, dict]:
+    head = json.dumps({"inputs": inputs}).encode()
+    headers = {"Content-Type": "application/octet-stream"}
+    if binary:
+        headers["Inference-Header-Content-Length"] = str(len(head))
+    return head + binary, headers
+
+
+def malformed_requests(model: str) -> list[tuple[str, str, str, bytes, dict]]:
+    """(what, method, path, body, headers) of requests a careless or hostile client might send
+    to a served model over HTTP: each must get an error answer and leave the server serving."""
+    path = f"/v2/models/{model}/infer"
+    one = np.zeros((1, 128, 32, 32), np.float32).tobytes()
+
+    def binary(name="INPUT_0", dtype="FP32", shape=(1, 128, 32, 32), data=one, size=None):
+        inp = {"name": name, "datatype": dtype, "shape": list(shape),
+               "parameters": {"binary_data_size": len(data) if size is None else size}}
+        return _infer_body([inp], data)
+
+    def as_json(data, name="INPUT_0", dtype="FP32", shape=(1, 128, 32, 32)):
+        return _infer_body([{"name": name, "datatype": dtype, "shape": list(shape),
+                             "data": data}])
+
+    cases = [
+        ("empty body", "POST", path, b"", {}),
+        ("not JSON", "POST", path, b"hello", {}),
+        ("truncated JSON", "POST", path, b'{"inputs": [', {}),
+        ("JSON that is a list", "POST", path, b"[1, 2]", {}),
+        ("no inputs", "POST", path, b"{}", {}),
+        ("inputs not a list", "POST", path, b'{"inputs": 5}', {}),
+        ("wrong input name", "POST", path, *binary(name="INPUT_9")),
+        ("wrong dtype (FP64 bytes)", "POST", path,
+         *binary(dtype="FP64", data=np.zeros((1, 128, 32, 32)).tobytes())),
+        ("unknown dtype", "POST", path, *binary(dtype="FP128")),
+        ("wrong shape", "POST", path, *binary(shape=(1, 64, 32, 32), data=one[:len(one) // 2])),
+        ("shape without the batch", "POST", path, *binary(shape=(128, 32, 32))),
+        ("empty batch", "POST", path, *binary(shape=(0, 128, 32, 32), data=b"", size=0)),
+        ("negative dimension", "POST", path, *binary(shape=(-1, 128, 32, 32))),
+        ("huge batch declared, little sent", "POST", path, *binary(shape=(10**6, 128, 32, 32))),
+        ("dimension past 2**63", "POST", path, *binary(shape=(2**63, 128, 32, 32))),
+        ("batch above max_batch_size", "POST", path,
+         *binary(shape=(9, 128, 32, 32), data=one * 9)),
+        ("fewer bytes than the shape", "POST", path, *binary(data=one[:1000])),
+        ("more bytes than the shape", "POST", path, *binary(data=one + one)),
+        ("binary size past the body", "POST", path, *binary(size=len(one) * 4)),
+        ("header length past the body", "POST", path, _infer_body([])[0],
+         {"Inference-Header-Content-Length": "999999"}),
+        ("JSON data too short", "POST", path, *as_json([0.0] * 10)),
+        ("JSON data of strings", "POST", path, *as_json(["x"] * (128 * 32 * 32))),
+        ("JSON data nested 10,000 deep", "POST", path,
+         b'{"inputs": [{"name": "INPUT_0", "datatype": "FP32", "shape": [1], "data": '
+         + b"[" * 10000 + b"]" * 10000 + b"}]}", {}),
+        ("NaN literal in JSON", "POST", path, b'{"inputs": [{"name": "INPUT_0", "datatype": '
+         b'"FP32", "shape": [1, 1], "data": [NaN]}]}', {}),
+        ("unknown output requested", "POST", path,
+         json.dumps({"inputs": [{"name": "INPUT_0", "datatype": "FP32",
+                                 "shape": [1, 128, 32, 32], "data": [0.0] * (128 * 32 * 32)}],
+                     "outputs": [{"name": "OUTPUT_9"}]}).encode(), {}),
+        ("unknown model", "POST", "/v2/models/nope/infer", *binary()),
+        ("unknown version", "POST", f"/v2/models/{model}/versions/99/infer", *binary()),
+        ("GET on infer", "GET", path, b"", {}),
+        ("unknown route", "POST", f"/v2/models/{model}/explode", b"{}", {}),
+    ]
+    return cases
+
+
+def test_malformed_requests_are_answered_with_errors_and_the_server_keeps_serving(served, model):
+    """Issue 15 (the audit's 39 malformed requests): each gets an error status and a message,
+    none takes the server down, and a good request afterwards gets the right answer."""
+    failures = []
+    for what, method, path, body, headers in malformed_requests(_serving.BASE):
+        try:
+            status, answer = _http(served.http_port, method, path, body, headers)
+        except OSError as e:
+            failures.append(f"{what}: no answer ({e})")
+            continue
+        if not 400 <= status < 600 or b"error" not in answer.lower():
+            failures.append(f"{what}: status {status}, {answer[:200]!r}")
+    assert failures == []
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    g = tg.InferenceServerClient(served.grpc)
+    try:
+        for name, dtype, arr in (("INPUT_9", "FP32", np.zeros((1, 128, 32, 32), np.float32)),
+                                 ("INPUT_0", "FP64", np.zeros((1, 128, 32, 32))),
+                                 ("INPUT_0", "FP32", np.zeros((1, 64, 32, 32), np.float32)),
+                                 ("INPUT_0", "FP32", np.zeros((9, 128, 32, 32), np.float32))):
+            inp = tg.InferInput(name, list(arr.shape), dtype)
+            inp.set_data_from_numpy(arr)
+            with pytest.raises(InferenceServerException):
+                g.infer(_serving.BASE, [inp])
+    finally:
+        g.close()
+    a = torch.randn(2, 128, 32, 32)
+    with torch.no_grad():
+        want = model.forward_tail(a)[0].numpy()
+    with Client(SERVER, _serving.BASE) as c:
+        np.testing.assert_allclose(c.send(a)[0], want, rtol=0, atol=1e-4)

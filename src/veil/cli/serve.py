@@ -29,16 +29,15 @@ def start(
                                      "(default: a free one)."),
     device: str = typer.Option("cpu", "--device", help="Where the models run: cpu or cuda[:N]."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for the server to be "
-                                  "ready."),
+                                  "ready (at most a day)."),
     as_json: bool = JSON,
 ) -> None:
     """Start a Triton server in the background on 127.0.0.1 and print its endpoints."""
     from veil import serve
 
-    err_console.print(f"Starting Triton Inference Server {name or model_repo!r} on the model "
-                      f"repository in volume {model_repo!r} ...", markup=False)
     info = serve.start(model_repo, name=name, http_port=http_port, grpc_port=grpc_port,
-                       metrics_port=metrics_port, device=device, timeout=timeout)
+                       metrics_port=metrics_port, device=device, timeout=timeout,
+                       progress=lambda msg: err_console.print(msg, markup=False))
     if as_json:
         return print_json(info.to_json())
     console.print(f"Server '{info.name}' started (pid {info.pid}), serving "
@@ -95,7 +94,10 @@ def logs(
 ) -> None:
     """Print the end of a server's log."""
     from veil import serve
+    from veil.errors import InvalidArgument
 
+    if lines < 0:
+        raise InvalidArgument(f"--lines must be >= 0, not {lines}")
     info = serve.get_server(name)
     path = Path(info.log)
     if triton:
@@ -103,5 +105,5 @@ def logs(
     if not path.is_file():
         console.print(f"(no log at {path})", markup=False)
         return
-    for line in path.read_text(errors="replace").splitlines()[-max(lines, 0):]:
+    for line in path.read_text(errors="replace").splitlines()[-lines:] if lines else []:
         print(line)

@@ -88,8 +88,9 @@ class Client:
                  protocol: str = "http", preprocess: Callable | None = None,
                  postprocess: Callable | None = None, input_shape: Sequence[int] | None = None,
                  timeout: float = 30.0, binary: bool = True, home: Path | None = None):
-        if not timeout or timeout <= 0:
-            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
+        from veil.serve._server import seconds
+
+        seconds(timeout, "timeout")
         self.url = resolve_url(server, protocol, home=home)
         self.protocol, self.model, self.split_model = protocol, model, split_model
         self.preprocess, self.postprocess = preprocess, postprocess

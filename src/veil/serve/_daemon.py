@@ -138,6 +138,17 @@ def _private_triton():
             prefix = self._python_backend_config["shm-region-prefix-name"]
             for region in Path("/dev/shm").glob(f"{prefix}*"):
                 region.chmod(0o600)
+            self.record_outside(prefix)
+
+        def record_outside(self, prefix: str) -> None:
+            """Note in the scratch folder what this server uses outside it (the stubs' folders
+            in /tmp, the shared memory), so a `stop` after a SIGKILL of all of it can remove
+            them (veil.serve._server.clean_leftovers)."""
+            from veil.process import descendants
+            from veil.serve._server import _cmdline, _stub_files, write_outside
+
+            procs = [(p, None, _cmdline(p)) for p in descendants(os.getpid())]
+            write_outside(Path(os.environ["TMPDIR"]), _stub_files(procs), prefix)
 
     return PrivateTriton
 
@@ -153,6 +164,7 @@ def _serve(info, home: Path):
     )
 
     from veil.serve._repo import load_torchscript, read_repository
+    from veil.serve._server import workspace_dir
 
     if info.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {info.device}: CUDA is not available on this machine")
@@ -166,10 +178,10 @@ def _serve(info, home: Path):
     # shared memory, tracing and logging stay closed.
     security = TritonSecurityConfig(restricted_endpoints=[
         e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
-    # PyTriton's workspace (a copy of Triton, model stubs, the sockets to them) in this
-    # server's scratch folder: private (0700) and removed with it, even after a SIGKILL
+    # PyTriton's workspace (a copy of Triton, model stubs, the sockets to them): private
+    # (0700), known from this server's scratch folder, so it is removed even after a SIGKILL
     triton = _private_triton()(config=config, security_config=security,
-                               workspace=scratch_dir(home, info.name) / "pytriton")
+                               workspace=workspace_dir(home, info.name) / "w")
     try:
         for spec in specs:
             module = load_torchscript(spec.model_file, info.device)
@@ -196,32 +208,47 @@ def _serve(info, home: Path):
     return triton
 
 
-def scratch_dir(home: Path, name: str) -> Path:
-    return home / "serve" / f".{name}.tmp"
-
-
 def run(cfg: dict) -> int:
-    import shutil
+    import signal
     import tempfile
+    import threading
 
-    from veil.serve._server import ServerInfo
+    from veil.serve._server import ServerInfo, remove_scratch, scratch_dir
 
     home = Path(cfg["home"])
     info = ServerInfo(**cfg["info"])
+    stop, ready = threading.Event(), threading.Event()
+
+    def on_signal(signum, _frame):
+        print(f"signal {signal.Signals(signum).name}: stopping", flush=True)
+        first = not stop.is_set()
+        stop.set()
+        if first and not ready.is_set():  # still starting (`start` gave up): stop right here
+            raise ServerStopping(f"stopped by {signal.Signals(signum).name} while starting")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     # what this server and Triton create (logs, PyTriton's sockets, the shared memory Triton
     # exchanges tensors with its model stubs through) is for its owner alone
     os.umask(0o077)
-    # PyTriton and Triton's Python backend write temporary model folders; keep them in a folder
-    # of this server's own, removed when it exits, so no stop leaves any behind in /tmp.
-    scratch = scratch_dir(home, info.name)
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True, mode=0o700)
-    os.environ["TMPDIR"] = str(scratch)
-    tempfile.tempdir = None
     try:
-        return _run(cfg, home, info)
+        # PyTriton and Triton's Python backend write temporary model folders; keep them in a
+        # folder of this server's own, removed when it exits, so no stop leaves any in /tmp.
+        scratch = scratch_dir(home, info.name)
+        remove_scratch(home, info.name)
+        scratch.mkdir(parents=True, mode=0o700)
+        # Unix sockets need paths under 108 bytes, which a home's path may not leave:
+        # PyTriton's workspace is a private folder in /tmp, linked from the scratch folder
+        short = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+        (scratch / "workspace").symlink_to(tempfile.mkdtemp(prefix="veil-serve-", dir=short))
+        os.environ["TMPDIR"] = str(scratch)
+        tempfile.tempdir = None
+        return _run(home, info, stop, ready)
+    except ServerStopping as e:
+        print(f"error: {e}", flush=True)
+        return 1
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_scratch(home, info.name)
         # the name is free only now that nothing of this server is left
         from veil.serve._server import _entry, _read, remove_entry_if
 
@@ -230,9 +257,7 @@ def run(cfg: dict) -> int:
             remove_entry_if(info.name, home, info.pid, info.proc_start)
 
 
-def _run(cfg: dict, home: Path, info) -> int:
-    import signal
-    import threading
+def _run(home: Path, info, stop, ready) -> int:
     import traceback
 
     from veil.process import proc_start_time
@@ -241,17 +266,15 @@ def _run(cfg: dict, home: Path, info) -> int:
     info.pid, info.claimed_by = os.getpid(), None
     info.proc_start = proc_start_time(info.pid)
     write_entry(info, home)
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        print(f"signal {signal.Signals(signum).name}: stopping", flush=True)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     print(f"veil serve: server {info.name!r} (pid {info.pid}) starting", flush=True)
+    triton = None
     try:
         triton = _serve(info, home)
+        ready.set()
+    except ServerStopping:
+        if triton is not None:  # the signal came between the two lines above
+            triton.stop()
+        raise
     except BaseException as e:
         traceback.print_exc()
         info.state, info.error = "failed", _one_line(e)

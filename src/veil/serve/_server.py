@@ -11,8 +11,10 @@ import math
 import os
 import re
 import socket
+import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,6 +97,34 @@ def _private_dir(home: Path | None) -> Path:
 
 def _entry(name: str, home: Path | None) -> Path:
     return _dir(home) / f"{name}.json"
+
+
+def scratch_dir(home: Path | None, name: str) -> Path:
+    """Server NAME's own temporary folder (its TMPDIR), removed when it exits."""
+    return _dir(home) / f".{name}.tmp"
+
+
+def workspace_dir(home: Path | None, name: str) -> Path | None:
+    """The private folder in /tmp that server NAME's scratch folder links to (PyTriton's
+    workspace), if it is there and ours."""
+    try:
+        target = Path(os.readlink(scratch_dir(home, name) / "workspace"))
+        st = target.lstat()
+    except OSError:
+        return None
+    if not (target.is_absolute() and target.name.startswith("veil-serve-")
+            and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()):
+        return None
+    return target
+
+
+def remove_scratch(home: Path | None, name: str) -> None:
+    import shutil
+
+    ws = workspace_dir(home, name)
+    if ws is not None:
+        shutil.rmtree(ws, ignore_errors=True)
+    shutil.rmtree(scratch_dir(home, name), ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -223,9 +253,11 @@ def _daemon_env() -> dict[str, str]:
 
 def start(model_repo: str, *, name: str | None = None, http_port: int | None = None,
           grpc_port: int | None = None, metrics_port: int | None = None, device: str = "cpu",
-          timeout: float = 180.0, home: Path | None = None) -> ServerInfo:
+          timeout: float = 180.0, home: Path | None = None,
+          progress: Callable[[str], None] | None = None) -> ServerInfo:
     """Start a Triton server (PyTriton) on loopback serving the models in the veil volume
-    `model_repo`; returns once it is ready. Ports left out are picked free."""
+    `model_repo`; returns once it is ready. Ports left out are picked free. `progress` is
+    told once the arguments are found valid and the server is being launched."""
     import importlib.util
 
     from veil import data
@@ -275,6 +307,9 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
                                     f"serve stop {name}")
         clean_leftovers(name, home)  # of a server of this name that was killed
         write_entry(info, home)
+    if progress is not None:
+        progress(f"Starting Triton Inference Server {name!r} on the model repository in volume "
+                 f"{model_repo!r} ...")
     # the log, created private (spawn_detached appends to it)
     os.close(os.open(info.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     server = None
@@ -292,6 +327,7 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
             left = _read(entry)
             if left is not None and left.pid in (None, pid) and left.claimed_by in (
                     None, os.getpid()):
+                clean_leftovers(name, home)  # of a server killed before it could clean up
                 entry.unlink(missing_ok=True)
         raise
 
@@ -372,10 +408,9 @@ def _cmdline(pid: int) -> list[str]:
 
 def _leftovers(name: str, home: Path | None) -> list[tuple[int, int | None, list[str]]]:
     """(pid, start time, arguments) of this user's processes that run from server `name`'s
-    scratch folder: Triton, its launcher and its model stubs."""
-    from veil.serve._daemon import scratch_dir
-
-    mark = f"{scratch_dir(Path(home or veil_home()), name)}/"
+    scratch folder or workspace: Triton, its launcher and its model stubs."""
+    ws = workspace_dir(home, name)
+    marks = [f"{scratch_dir(home, name)}/", *([f"{ws}/"] if ws is not None else [])]
     out = []
     for p in Path("/proc").glob("[0-9]*"):
         try:
@@ -384,7 +419,7 @@ def _leftovers(name: str, home: Path | None) -> list[tuple[int, int | None, list
         except OSError:
             continue
         args = _cmdline(int(p.name))
-        if any(mark in a for a in args):
+        if any(m in a for a in args for m in marks):
             out.append((int(p.name), proc_start_time(int(p.name)), args))
     return out
 
@@ -404,6 +439,30 @@ def _stub_files(procs: list[tuple[int, int | None, list[str]]]) -> list[Path]:
     return [Path(f) for f in sorted(found)]
 
 
+_OUTSIDE = "outside.json"
+
+
+def write_outside(scratch: Path, files: list[Path], shm_prefix: str) -> None:
+    """Record in `scratch` the files a server uses outside it (see `_read_outside`)."""
+    tmp = scratch / f".{_OUTSIDE}.tmp"
+    tmp.write_text(json.dumps({"files": [str(f) for f in files], "shm_prefix": shm_prefix}))
+    os.replace(tmp, scratch / _OUTSIDE)
+
+
+def _read_outside(scratch: Path) -> list[Path]:
+    """The files a server recorded with `write_outside`, those of the forms it writes only."""
+    try:
+        rec = json.loads((scratch / _OUTSIDE).read_text())
+        files, prefix = [Path(f) for f in rec["files"]], str(rec["shm_prefix"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    out = [f for f in files if _STUB_DIR.fullmatch(f"{f}/1/model.py")
+           or (f.parent == Path("/dev/shm") and _SHM.fullmatch(f.name))]
+    if _SHM.fullmatch(prefix):
+        out += Path("/dev/shm").glob(f"{prefix}*")
+    return out
+
+
 def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> None:
     """With NAME's lock held and no live server of that name: end the processes a dead server
     of that name left, remove its scratch folder (PyTriton's workspace), its half-written
@@ -411,10 +470,8 @@ def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> Non
     import shutil
     import signal
 
-    from veil.serve._daemon import scratch_dir
-
     procs = _leftovers(name, home)
-    files = [*files, *_stub_files(procs)]
+    files = [*files, *_stub_files(procs), *_read_outside(scratch_dir(home, name))]
     for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):  # Triton cleans on TERM
         alive = [(p, s) for p, s, _ in procs if pid_alive(p, s)]
         for p, _ in alive:
@@ -423,7 +480,7 @@ def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> Non
         deadline = time.monotonic() + wait
         while any(pid_alive(p, s) for p, s in alive) and time.monotonic() < deadline:
             time.sleep(0.05)
-    shutil.rmtree(scratch_dir(Path(home or veil_home()), name), ignore_errors=True)
+    remove_scratch(home, name)
     for tmp in _dir(home).glob(f".{name}.json.*.tmp"):
         writer = tmp.name.removeprefix(f".{name}.json.").removesuffix(".tmp")
         if not (writer.isdigit() and pid_alive(int(writer))):
