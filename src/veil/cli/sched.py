@@ -122,12 +122,7 @@ def submit(
     """Submit a job: train (preemptible, may borrow idle GPUs) or interactive."""
     from veil import sched
 
-    if not command:
-        from veil.errors import InvalidArgument
-
-        raise InvalidArgument("give the job's command after --, e.g. veil submit j -p team-a "
-                              "-g 1 -- python train.py")
-    j = sched.submit(name, project, gpus, command, interactive=interactive, port=port,
+    j = sched.submit(name, project, gpus, command or [], interactive=interactive, port=port,
                      processes=processes)
     console.print(f"The job '{j.name}' has been submitted successfully "
                   f"({j.state}: {j.reason}).", markup=False)
@@ -184,27 +179,27 @@ def why(name: str = typer.Argument(...)) -> None:
 
 
 def delete(names: list[str] = typer.Argument(..., help="Job names."),
-           project: str = typer.Option(None, "--project", "-p", help="Accepted for runai's "
-                                       "syntax; the names are unique anyway.")) -> None:
+           project: str = typer.Option(None, "--project", "-p", help="The project the jobs "
+                                       "must be in (runai's syntax).")) -> None:
     """Delete jobs; running ones are stopped by the agent and their GPUs freed now."""
     from veil import sched
 
-    rows = sched.delete_jobs(names)
+    rows = sched.delete_jobs(names, project=project)
     for r in rows:
         console.print(f"The job '{r.name}' has been deleted.", markup=False)
 
 
 def logs(name: str = typer.Argument(...),
-         lines: int = typer.Option(50, "--tail", "-n", help="Lines from the end.")) -> None:
+         lines: int = typer.Option(50, "--tail", "-n", help="Lines from the end (0: none).")
+         ) -> None:
     """A job's output (written by the agent)."""
     from veil import sched
 
-    sched.get_job(name)
-    path = sched.log_path(name)
-    if not path.is_file():
-        console.print(f"(no output yet: {path})", markup=False)
+    out = sched.job_log(name, lines)
+    if out is None:
+        console.print(f"(no output yet: {sched.log_path(name)})", markup=False)
         return
-    for line in path.read_text(errors="replace").splitlines()[-max(lines, 0):]:
+    for line in out:
         print(line)
 
 
@@ -242,9 +237,6 @@ def scheduler_run(
 ) -> None:
     """The agent: starts allocated jobs as processes, preempts and restarts them."""
     from veil import sched
-    from veil.errors import InvalidArgument
 
-    if not (interval >= 0.05 and grace >= 0):
-        raise InvalidArgument("--interval must be >= 0.05 s and --grace >= 0 s")
     sched.Agent(grace=grace).run(interval=interval, once=once,
                                  log=lambda m: err_console.print(m, markup=False))

@@ -18,6 +18,7 @@ from veil.sched._api import (
     delete_project,
     get_job,
     history,
+    job_log,
     list_jobs,
     list_nodes,
     list_projects,
@@ -43,6 +44,6 @@ def __dir__() -> list[str]:
 
 __all__ = ["Agent", "Cluster", "Cycle", "Job", "JobRow", "Node", "Preemption", "Project",
            "ProjectRow", "add_node", "create_project", "delete_jobs", "delete_node",
-           "delete_project", "emit_k8s", "fair_shares", "get_job", "history", "list_jobs",
-           "list_nodes", "list_projects", "log_path", "plot_history", "schedule", "submit",
-           "why"]
+           "delete_project", "emit_k8s", "fair_shares", "get_job", "history", "job_log",
+           "list_jobs", "list_nodes", "list_projects", "log_path", "plot_history", "schedule",
+           "submit", "why"]

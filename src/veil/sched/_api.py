@@ -18,7 +18,15 @@ from veil._config import veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from veil.sched._policy import EPS, Cycle, Job, Node, Project, schedule
 
+# Bounds (docs/scheduling.md, "Bad input"): what a node, a job and a project can ever hold.
 MAX_NODE_GPUS = 1024
+MIN_FRACTION = 0.01  # the smallest GPU fraction a job may ask for, or a quota may be
+MAX_PROCESSES = 1024
+MAX_CLUSTER_GPUS = 2**20  # quotas and limits: 1024 nodes of 1024 GPUs
+MAX_WEIGHT = 1e6
+MAX_TIME_LIMIT = 366 * 86400  # seconds
+MAX_COMMAND_BYTES = 128 * 1024  # Linux's limit for one argument (MAX_ARG_STRLEN)
+TOMBSTONE = "~"  # prefix of a deleted job whose name was reused while its processes stop
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -31,7 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   interactive INTEGER NOT NULL, port INTEGER, command TEXT NOT NULL, seq INTEGER NOT NULL,
   state TEXT NOT NULL, placement TEXT, reason TEXT NOT NULL DEFAULT '', submitted REAL NOT NULL,
   started REAL, ended REAL, preemptions INTEGER NOT NULL DEFAULT 0, pids TEXT,
-  exit_code INTEGER, stop_requested REAL, held TEXT);
+  exit_code INTEGER, stop_requested REAL, held TEXT, launch TEXT);
 CREATE TABLE IF NOT EXISTS events (
   t REAL NOT NULL, kind TEXT NOT NULL, job TEXT, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS allocation (
@@ -55,6 +63,7 @@ def transaction(home: Path | None = None) -> Iterator[sqlite3.Connection]:
         db.executescript(SCHEMA)
         db.execute("BEGIN IMMEDIATE")
         try:
+            _migrate(db)
             yield db
         except BaseException:
             db.execute("ROLLBACK")
@@ -62,6 +71,22 @@ def transaction(home: Path | None = None) -> Iterator[sqlite3.Connection]:
         db.execute("COMMIT")
     finally:
         db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since a database was made (in the open transaction)."""
+    columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+    if "launch" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN launch TEXT")
+
+
+def jobs_dir(home: Path | None = None) -> Path:
+    """Where the agent keeps job logs and its runners' claim and exit files."""
+    return Path(home or veil_home()) / "sched" / "jobs"
+
+
+def log_path(name: str, home: Path | None = None) -> Path:
+    return jobs_dir(home) / f"{name}.log"
 
 
 def _check_name(name: str, what: str) -> str:
@@ -86,10 +111,11 @@ def _nodes(db) -> list[Node]:
 
 def _jobs(db) -> list[Job]:
     """The jobs the policy decides on. A pending job whose old processes are still being
-    stopped is left out until they are gone, so it is never placed twice."""
+    stopped (or whose launch is not settled yet) is left out until they are gone, so it is
+    never placed twice."""
     out = []
     for r in db.execute("SELECT * FROM jobs WHERE state='running' OR (state='pending' AND "
-                        "pids IS NULL) ORDER BY seq"):
+                        "pids IS NULL AND launch IS NULL) ORDER BY seq"):
         placement = [(n, list(g)) for n, g in json.loads(r["placement"])] \
             if r["placement"] else None
         out.append(Job(r["name"], r["project"], r["gpus"], r["processes"],
@@ -152,15 +178,21 @@ def create_project(name: str, quota: float, *, weight: float | None = None,
                    home: Path | None = None) -> str | None:
     """Create a project. Returns a warning when the quotas sum past the cluster's GPUs."""
     _check_name(name, "project name")
-    for v, what in ((quota, "--gpus (quota)"), (weight, "--over-quota-weight"),
-                    (limit, "--limit")):
-        if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
-            raise InvalidArgument(f"{what} must be a finite number >= 0, not {v!r}")
+    for v, what in ((quota, "--gpus (quota)"), (limit, "--limit")):
+        if v is not None and not (_number(v) and (v == 0 or
+                                                  MIN_FRACTION <= v <= MAX_CLUSTER_GPUS)):
+            raise InvalidArgument(f"{what} must be a finite number of GPUs, 0 or from "
+                                  f"{MIN_FRACTION:g} to {MAX_CLUSTER_GPUS}, not {_show(v)}")
+    if weight is not None and not (_number(weight) and 0 <= weight <= MAX_WEIGHT):
+        raise InvalidArgument(f"--over-quota-weight must be a finite number from 0 to "
+                              f"{MAX_WEIGHT:g}, not {_show(weight)}")
     if limit is not None and limit < quota:
         raise InvalidArgument(f"--limit {limit:g} is below the quota {quota:g}")
     if interactive_time_limit is not None and not (
-            math.isfinite(interactive_time_limit) and interactive_time_limit > 0):
-        raise InvalidArgument("--interactive-time-limit must be a finite number of seconds > 0")
+            _number(interactive_time_limit) and 1 <= interactive_time_limit <= MAX_TIME_LIMIT):
+        raise InvalidArgument(f"--interactive-time-limit must be a finite number of seconds "
+                              f"from 1 to {MAX_TIME_LIMIT} (366 days), not "
+                              f"{_show(interactive_time_limit)}")
     with transaction(home) as db:
         if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
             raise AlreadyExists(f"project {name!r} already exists")
@@ -215,7 +247,7 @@ def list_projects(*, home: Path | None = None) -> list[ProjectRow]:
 def add_node(name: str, gpus: int, labels: dict[str, str] | None = None, *,
              home: Path | None = None) -> None:
     _check_name(name, "node name")
-    if not isinstance(gpus, int) or not 0 <= gpus <= MAX_NODE_GPUS:
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_NODE_GPUS:
         raise InvalidArgument(f"--gpus must be a whole number from 0 to {MAX_NODE_GPUS}, not "
                               f"{gpus!r}")
     with transaction(home) as db:
@@ -292,25 +324,63 @@ def _row(r) -> JobRow:
                   json.loads(r["pids"])[0][0] if r["pids"] else None, r["exit_code"])
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _show(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
 def check_gpus(gpus: float) -> float:
-    if not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus <= 0:
-        raise InvalidArgument(f"-g/--gpus must be a finite number > 0, not {gpus!r}")
+    """GPUs per process: a fraction from MIN_FRACTION to 1, or whole GPUs up to a node's most."""
+    if not _number(gpus) or not MIN_FRACTION - EPS <= gpus <= MAX_NODE_GPUS:
+        raise InvalidArgument(f"-g/--gpus must be a finite number of GPUs per process, a "
+                              f"fraction from {MIN_FRACTION:g} to 1 or whole GPUs up to "
+                              f"{MAX_NODE_GPUS}, not {_show(gpus)}")
     if gpus > 1 and abs(gpus - round(gpus)) > EPS:
         raise InvalidArgument(f"-g {gpus:g}: a fraction must be in (0, 1]; above one GPU, ask "
                               "for whole GPUs")
     return float(round(gpus)) if gpus >= 1 else float(gpus)
 
 
+def check_command(command: list[str]) -> list[str]:
+    """The job's argv: a non-empty list of strings whose program is named."""
+    example = "e.g. veil submit j -p team-a -g 1 -- python train.py"
+    if isinstance(command, (str, bytes)) or not all(isinstance(a, str) for a in command or []):
+        raise InvalidArgument(f"the command must be a list of arguments, {example}")
+    command = list(command or [])
+    if not command:
+        raise InvalidArgument(f"give the job's command after --, {example}")
+    if not command[0].strip():
+        raise InvalidArgument(f"the command's program is empty ({command[0]!r}): give the "
+                              f"job's command after --, {example}")
+    if any("\0" in a for a in command):
+        raise InvalidArgument("the command contains a NUL byte, which no program can receive")
+    size = sum(len(a.encode(errors="surrogateescape")) + 1 for a in command)
+    if size > MAX_COMMAND_BYTES:
+        raise InvalidArgument(f"the command is {size} bytes long, more than the "
+                              f"{MAX_COMMAND_BYTES} a job's command may have (pass long "
+                              "input in a file)")
+    return command
+
+
 def submit(name: str, project: str, gpus: float, command: list[str], *,
            interactive: bool = False, port: int | None = None, processes: int = 1,
            home: Path | None = None) -> JobRow:
+    """Queue a job. A name in use by a deleted job is taken over: the old record goes, once
+    its processes have stopped, and its log with it."""
     _check_name(name, "job name")
     gpus = check_gpus(gpus)
-    if not isinstance(processes, int) or processes < 1:
-        raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
+    command = check_command(command)
+    if isinstance(processes, bool) or not isinstance(processes, int) or \
+            not 1 <= processes <= MAX_PROCESSES:
+        raise InvalidArgument(f"--processes must be a whole number from 1 to {MAX_PROCESSES}, "
+                              f"not {processes!r}")
     if processes > 1 and gpus < 1:
         raise InvalidArgument("a multi-process job takes whole GPUs per process")
-    if port is not None and not (1 <= port <= 65535):
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
         raise InvalidArgument(f"--port must be in 1..65535, not {port}")
     if port is not None and not interactive:
         raise InvalidArgument("--port exposes a service of an interactive job: add "
@@ -319,7 +389,8 @@ def submit(name: str, project: str, gpus: float, command: list[str], *,
         projects = _projects(db)
         if project not in projects:
             raise NotFound(f"no project {project!r} (veil project create {project} --gpus N)")
-        if db.execute("SELECT state FROM jobs WHERE name=?", (name,)).fetchone():
+        old = db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone()
+        if old is not None and old["state"] != "deleted":
             raise AlreadyExists(f"a job named {name!r} exists (veil delete {name} first)")
         if interactive:
             held = db.execute("SELECT coalesce(sum(gpus * processes), 0) FROM jobs WHERE "
@@ -344,6 +415,13 @@ def submit(name: str, project: str, gpus: float, command: list[str], *,
                     f"all of them {sum(n.gpus for n in room)} (largest in the cluster: "
                     f"{biggest})")
         seq = db.execute("SELECT coalesce(max(seq), -1) + 1 FROM jobs").fetchone()[0]
+        if old is not None:  # a deleted job's name, reused
+            if old["pids"] is None and old["launch"] is None:
+                db.execute("DELETE FROM jobs WHERE name=?", (name,))
+            else:  # the agent still stops its processes under a name nobody can give
+                db.execute("UPDATE jobs SET name=? WHERE name=?",
+                           (f"{TOMBSTONE}{name}.{old['seq']}", name))
+            log_path(name, home).unlink(missing_ok=True)
         db.execute("INSERT INTO jobs (name, project, gpus, processes, interactive, port, "
                    "command, seq, state, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
                    "'pending', ?)", (name, project, gpus, processes, int(interactive), port,
@@ -354,21 +432,28 @@ def submit(name: str, project: str, gpus: float, command: list[str], *,
         return _row(db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone())
 
 
-def delete_jobs(names: list[str], *, home: Path | None = None) -> list[JobRow]:
+def delete_jobs(names: list[str], *, project: str | None = None,
+                home: Path | None = None) -> list[JobRow]:
     """Delete jobs: pending ones at once; running ones are marked and their processes stopped by
-    the agent. Their GPUs go back to the pool now."""
+    the agent. Their GPUs go back to the pool now. With `project`, every job must be its."""
     with transaction(home) as db:
+        if project is not None and project not in _projects(db):
+            raise NotFound(f"no project {project!r} (veil project list)")
         rows = []
-        for n in names:
+        for n in dict.fromkeys(names):
             r = db.execute("SELECT * FROM jobs WHERE name=?", (n,)).fetchone()
             if r is None:
                 raise NotFound(f"no job {n!r} (veil list)")
+            if project is not None and r["project"] != project:
+                raise NotFound(f"no job {n!r} in project {project!r} (it is in "
+                               f"{r['project']!r})")
             rows.append(_row(r))
         now = time.time()
         for r in rows:
-            db.execute("UPDATE jobs SET state='deleted', held=placement, placement=NULL, "
-                       "ended=?, stop_requested=?, reason='deleted' WHERE name=?",
-                       (now, now, r.name))
+            # what it holds, and when it ended, stay as they were for a job deleted twice
+            db.execute("UPDATE jobs SET state='deleted', held=coalesce(placement, held), "
+                       "placement=NULL, ended=coalesce(ended, ?), stop_requested=?, "
+                       "reason='deleted' WHERE name=?", (now, now, r.name))
             db.execute("INSERT INTO events VALUES (?, 'delete', ?, '')", (now, r.name))
         run_cycle(db)
     return rows
@@ -377,8 +462,10 @@ def delete_jobs(names: list[str], *, home: Path | None = None) -> list[JobRow]:
 def list_jobs(*, project: str | None = None, all_states: bool = False,
               home: Path | None = None) -> list[JobRow]:
     with transaction(home) as db:
-        q = "SELECT * FROM jobs" + ("" if all_states else " WHERE state IN "
-                                    "('pending', 'running')")
+        if project is not None and project not in _projects(db):
+            raise NotFound(f"no project {project!r} (veil project list)")
+        q = f"SELECT * FROM jobs WHERE substr(name, 1, 1) != '{TOMBSTONE}'" + (
+            "" if all_states else " AND state IN ('pending', 'running')")
         rows = [_row(r) for r in db.execute(q + " ORDER BY seq")]
     return [r for r in rows if project is None or r.project == project]
 
@@ -389,6 +476,29 @@ def get_job(name: str, *, home: Path | None = None) -> JobRow:
     if r is None:
         raise NotFound(f"no job {name!r} (veil list)")
     return _row(r)
+
+
+def job_log(name: str, tail: int | None = None, *, home: Path | None = None) -> list[str] | None:
+    """The last `tail` lines of a job's output (all of them for None); None when it has none
+    yet. Reads from the end, so a long log costs what is shown."""
+    if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
+        raise InvalidArgument(f"--tail must be a whole number of lines >= 0, not {tail!r}")
+    get_job(name, home=home)
+    try:
+        with open(log_path(name, home), "rb") as f:
+            if tail is None:
+                data = f.read()
+            else:
+                data, at = b"", f.seek(0, 2)
+                while at > 0 and data.count(b"\n", 0, len(data) - 1) < tail:
+                    step = min(at, 1 << 16)
+                    at -= step
+                    f.seek(at)
+                    data = f.read(step) + data
+    except FileNotFoundError:
+        return None
+    lines = data.decode(errors="replace").splitlines()
+    return lines[len(lines) - tail:] if tail is not None and tail < len(lines) else lines
 
 
 def why(name: str, *, home: Path | None = None) -> str:
