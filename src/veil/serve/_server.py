@@ -268,7 +268,7 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
         raise VeilError("veil serve start needs PyTriton and PyTorch: pip install "
                         "'veil[torch,serve]'")
     validate_name(model_repo, "volume name")
-    name = name or model_repo
+    name = model_repo if name is None else name
     validate_name(name, "server name")
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise InvalidArgument(f"--device must be cpu or cuda[:N], not {device!r}")
@@ -277,8 +277,6 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
         _port_in_range(port, what)
     repo = data.volume_path(model_repo, home=home)  # NotFound for a missing volume
     models = read_repository(repo)  # config errors now, before any process starts
-    d = _private_dir(home)
-    entry = _entry(name, home)
     ports: dict[str, int] = {}
     for what, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
         if port is not None:
@@ -288,6 +286,8 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
             ports[what] = _check_port(port, what)
     for what in ("http", "grpc", "metrics"):
         ports.setdefault(what, _free_port(set(ports.values())))
+    d = _private_dir(home)
+    entry = _entry(name, home)
     info = ServerInfo(name=name, state="starting", pid=None, http_port=ports["http"],
                       grpc_port=ports["grpc"], metrics_port=ports["metrics"],
                       model_repo=model_repo, repo_path=str(repo), device=device,
