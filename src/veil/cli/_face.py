@@ -75,7 +75,7 @@ def infer(
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgument(f"--threshold must be in [0, 1], not {threshold:g}")
     if not 0.0 < timeout <= MAX_TIMEOUT:
-        raise InvalidArgument(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT}], "
+        raise InvalidArgument(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], "
                               f"not {timeout:g}")
     if alpha is not None and not 0.0 <= alpha <= MAX_ALPHA:
         raise InvalidArgument(f"ALPHA must be in [0, {MAX_ALPHA}] (0 is clean), not {alpha:g}")

@@ -33,6 +33,11 @@ def read_weights(path: str | Path, what: str = "weights") -> Any:
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"no {what} file at {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a pickle
+        what_it_is = "an empty file" if not head else "neither a zip archive nor a pickle"
+        raise InvalidArgument(f"{path} is not a torch {what} file ({what_it_is})")
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it
             warnings.simplefilter("ignore")

@@ -121,11 +121,11 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
-def _image_size(root: Path, image: FddbImage, where: str) -> tuple[int, int]:
-    """(width, height) from the image's header; the file must be inside the data set."""
+def _image_size(within: Path, image: FddbImage, where: str) -> tuple[int, int]:
+    """(width, height) from the image's header; the file must be inside `within`."""
     from PIL import Image, UnidentifiedImageError
 
-    real, inside = image.path.resolve(), root.resolve()
+    real, inside = image.path.resolve(), within.resolve()
     if not real.is_relative_to(inside):
         raise InvalidArgument(f"{where}: image {image.name!r} leads outside the data set "
                               f"(to {real})")
@@ -149,7 +149,8 @@ def _check_fits(e: Ellipse, size: tuple[int, int], text: str, where: str) -> Non
                               f"at most {diag:.0f}, and overlapping the image): {text!r}")
 
 
-def _parse_ellipses(path: Path, root: Path, images: bool = True) -> list[FddbImage]:
+def _parse_ellipses(path: Path, root: Path, images: bool = True,
+                    within: Path | None = None) -> list[FddbImage]:
     lines = _read_lines(path)
     out: list[FddbImage] = []
     i = 0
@@ -193,14 +194,14 @@ def _parse_ellipses(path: Path, root: Path, images: bool = True) -> list[FddbIma
             if max(major, minor) > MAX_SIDE or not (-MAX_SIDE <= cx <= 2 * MAX_SIDE and
                                                     -MAX_SIDE <= cy <= 2 * MAX_SIDE) \
                     or abs(angle) > 2 * math.pi:
-                raise InvalidArgument(f"{where(k)}: beyond what FDDB allows (radii up to "
-                                      f"{MAX_SIDE}, centres within {MAX_SIDE} pixels of a "
-                                      f"{MAX_SIDE}-pixel image, angles in radians): "
+                raise InvalidArgument(f"{where(k)}: not an ellipse of an image (radii up to "
+                                      f"{MAX_SIDE} pixels, centres within {MAX_SIDE} pixels "
+                                      f"of the image, angles within 2 pi): "
                                       f"{lines[k].strip()!r}")
             ellipses.append(Ellipse(major, minor, angle, cx, cy))
         image = FddbImage(name, root / "originalPics" / f"{name}.jpg", ellipses)
         if images:
-            size = _image_size(root, image, where(i))
+            size = _image_size(within or root, image, where(i))
             for k, e in enumerate(ellipses, start=i + 2):
                 _check_fits(e, size, lines[k].strip(), where(k))
         out.append(image)
@@ -208,14 +209,16 @@ def _parse_ellipses(path: Path, root: Path, images: bool = True) -> list[FddbIma
     return out
 
 
-def read_fold(root: str | Path, index: int, *, images: bool = True) -> Fold:
+def read_fold(root: str | Path, index: int, *, images: bool = True,
+              within: str | Path | None = None) -> Fold:
     """One fold, checked: the image list and the ellipse list must name the same images (and,
-    with `images`, each image must be there, inside the data set, and fit its ellipses)."""
+    with `images`, each image must be there, inside `within` (default: ROOT), and fit its
+    ellipses)."""
     root = Path(root)
     list_path, ellipse_path = fold_files(root, index)
     names = [check_name(n.strip(), f"{list_path}:{k}")
              for k, n in enumerate(_read_lines(list_path), start=1) if n.strip()]
-    parsed = _parse_ellipses(ellipse_path, root, images)
+    parsed = _parse_ellipses(ellipse_path, root, images, Path(within) if within else None)
     got = [im.name for im in parsed]
     if got != names:
         extra = sorted(set(got) - set(names))[:1] or sorted(set(names) - set(got))[:1]
@@ -226,12 +229,15 @@ def read_fold(root: str | Path, index: int, *, images: bool = True) -> Fold:
 
 
 def read_fddb(root: str | Path, folds: list[int] | tuple[int, ...] = FOLDS, *,
-              strict: bool = True, images: bool = True) -> FddbDataset:
+              strict: bool = True, images: bool = True, empty_ok: bool = False,
+              within: str | Path | None = None) -> FddbDataset:
     """Read the folds of an FDDB data set.
 
     With `strict=False` a fold that cannot be read is left out and its one-line reason kept in
-    `errors`; the others load. With `strict=True` the first such reason is raised. With
-    `images`, every image's header is read too (see the module's docstring)."""
+    `errors`; the others load (and unless `empty_ok`, at least one must). With `strict=True`
+    the first such reason is raised. With `images`, every image's header is read too (see the
+    module's docstring), and each image must lie inside `within` (default: ROOT; the
+    enclosing data set for its fit/ and attack/ sets)."""
     root = Path(root)
     _check_layout(root)
     out = FddbDataset(root, [])
@@ -239,12 +245,12 @@ def read_fddb(root: str | Path, folds: list[int] | tuple[int, ...] = FOLDS, *,
         if index not in FOLDS:
             raise InvalidArgument(f"FDDB folds are numbered 1 to 10, not {index!r}")
         try:
-            out.folds.append(read_fold(root, index, images=images))
+            out.folds.append(read_fold(root, index, images=images, within=within))
         except InvalidArgument as e:
             if strict:
                 raise
             out.errors[index] = str(e)
-    if not out.folds and out.errors:
+    if not out.folds and out.errors and not empty_ok:
         raise InvalidArgument(f"no fold of {root} could be read; fold {min(out.errors)}: "
                               f"{out.errors[min(out.errors)]}")
     return out

@@ -47,7 +47,7 @@ def check(path: str | Path) -> CheckReport:
     for sub in ("", "fit", "attack"):
         if sub and not (root / sub).is_dir():
             continue
-        ds = read_fddb(root / sub, strict=False)
+        ds = read_fddb(root / sub, strict=False, empty_ok=True, within=root)
         summary[sub or "test"] = {"folds": len(ds.folds),
                                   "images": sum(len(f.images) for f in ds.folds),
                                   "faces": sum(f.faces for f in ds.folds)}

@@ -49,7 +49,7 @@ def split_root(data: str | Path, split: str) -> Path:
 
 
 def _images(data, split: str) -> list[FddbImage]:
-    ds = read_fddb(split_root(data, split))
+    ds = read_fddb(split_root(data, split), within=data)
     return [im for fold in ds.folds for im in fold.images]
 
 

@@ -105,8 +105,12 @@ def parse_line(text: str, where: str, *, prediction: bool = False) -> LaneLabel:
     if not isinstance(lanes, list) or not all(isinstance(lane, list) for lane in lanes):
         raise LabelError(f"{where}: lanes must be a list of lists")
     for i, lane in enumerate(lanes):
-        if not all(_number(x) for x in lane):
-            raise LabelError(f"{where}: lane {i} has a value that is not a number")
+        for x in lane:
+            if not _number(x):
+                shown = f"x {_shown(x)}" if isinstance(x, int) and not isinstance(x, bool) \
+                    else "a value"
+                raise LabelError(f"{where}: lane {i} has {shown} that is not a number of "
+                                 "pixels")
         if h is not None and len(lane) != len(h):
             raise LabelError(f"{where}: lane {i} has {len(lane)} points but h_samples has "
                              f"{len(h)}")
