@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import time
@@ -52,22 +50,10 @@ class Driver(Protocol):
     def snapshot_location(self, object_id: str) -> str: ...
 
 
-_PR_SET_PDEATHSIG = 1
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # resolved before any fork
-
-
-def _die_with_parent() -> None:
-    """In a storage command's process: be killed when veil is (Linux PR_SET_PDEATHSIG), so a
-    command cannot go on changing the disk while the next veil process recovers."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def run(cmd: list[str], what: str) -> str:
     """Run a storage command; its failure becomes a one-line BackendError."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              preexec_fn=_die_with_parent if _prctl is not None else None)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except FileNotFoundError as e:
         raise BackendError(f"{what}: {cmd[0]} is not installed") from e
     if proc.returncode != 0:
