@@ -419,3 +419,19 @@ def test_a_database_made_before_launch_ids_is_upgraded(capsys, home):
     assert main(["project", "create", "p", "--gpus", "1"]) == 0
     assert main(["submit", "j", "-p", "p", "--", "true"]) == 0
     assert _until(lambda: sched.get_job("j").state == "completed", agent=Agent())
+
+
+def test_a_job_whose_runner_alone_was_killed_is_not_started_beside_itself(home, tmp_path):
+    out = tmp_path / "runs.txt"
+    _cluster_of(1, 1, "echo $VEIL_JOB >> {out}; exec sleep 1000", out)
+    agent = Agent(grace=1)
+    assert _until(lambda: _runs(out)["j0"] == 1, agent=agent)
+    runner = sched.get_job("j0").pid
+    os.kill(runner, signal.SIGKILL)  # the job itself goes on, in the runner's group
+    group = json.loads(_rows(home)[0]["pids"])[0][2]
+    time.sleep(0.3)
+    for _ in range(3):
+        assert agent.reconcile()["requeued"] == []
+    assert sched.get_job("j0").state == "running" and _runs(out)["j0"] == 1
+    os.killpg(group, signal.SIGKILL)  # now it is gone too, without a status: requeued once
+    assert _until(lambda: _runs(out)["j0"] == 2, agent=agent)

@@ -75,10 +75,14 @@ def _exit_code(path: Path) -> int | None:
         return None
 
 
+def _outlived(p: Proc) -> bool:
+    """Whether processes of the runner's group outlive it: the job, if the runner alone was
+    killed (a member whose pid is the group's own is a later process that took the number)."""
+    return any(m != p.group for m in group_members(p.group))
+
+
 def _running(p: Proc) -> bool:
-    """Whether the runner, or the job it started if the runner alone was killed, still runs
-    (a member whose pid is the group's own is a later process that took the number)."""
-    return p.alive() or any(m != p.group for m in group_members(p.group))
+    return p.alive() or _outlived(p)
 
 
 def _failpoint(name: str) -> None:
@@ -131,13 +135,17 @@ class Agent:
                 self._settle(db, r, now, done, log)
             # processes that ended
             for r in db.execute("SELECT * FROM jobs WHERE pids IS NOT NULL").fetchall():
-                if any(_running(Proc(*p)) for p in json.loads(r["pids"])):
+                procs = [Proc(*p) for p in json.loads(r["pids"])]
+                if any(p.alive() for p in procs):
                     continue
                 stem, n = _stem(r), r["processes"]
                 codes = [_exit_code(_exit_path(stem, rank, self.home)) for rank in range(n)]
+                ended = r["state"] == "running" and all(c is not None for c in codes)
+                if not ended and any(_outlived(p) for p in procs):
+                    continue  # wait for them (being stopped: until they are killed)
                 clear = "pids=NULL, launch=NULL, held=NULL"
                 if r["state"] == "running":
-                    if all(c is not None for c in codes):  # final: never started again
+                    if ended:  # final: never started again
                         code = next((c for c in codes if c != 0), 0)
                         state = "completed" if code == 0 else "failed"
                         db.execute(f"UPDATE jobs SET {clear}, state=?, placement=NULL, "
