@@ -109,8 +109,8 @@ def node_delete(name: str = typer.Argument(...)) -> None:
 def submit(
     name: str = typer.Argument(..., help="Job name."),
     project: str = typer.Option(..., "--project", "-p", help="The project it counts against."),
-    gpus: float = typer.Option(1.0, "--gpus", "-g", help="GPUs per process: whole, or a "
-                               "fraction in (0, 1)."),
+    gpus: float = typer.Option(1.0, "--gpus", "-g", help="GPUs per process: a fraction from "
+                               "0.01 to 1, or whole GPUs (up to 1024)."),
     interactive: bool = typer.Option(False, "--interactive", help="Non-preemptible; must fit "
                                      "the project's quota."),
     port: int = typer.Option(None, "--port", help="Interactive: the port its service listens "
@@ -230,12 +230,14 @@ def report(
 
 @scheduler_app.command("run")
 def scheduler_run(
-    interval: float = typer.Option(0.5, "--interval", help="Seconds between cycles."),
+    interval: float = typer.Option(0.5, "--interval", help="Seconds between cycles (0.05 to "
+                                   "3600)."),
     grace: float = typer.Option(10.0, "--grace", help="Seconds from SIGTERM to SIGKILL when a "
-                                "job is preempted or deleted."),
+                                "job is preempted or deleted (0 to 3600)."),
     once: bool = typer.Option(False, "--once", help="One reconciliation, then exit."),
 ) -> None:
-    """The agent: starts allocated jobs as processes, preempts and restarts them."""
+    """The agent: starts allocated jobs as processes, preempts and restarts them (one per
+    home)."""
     from veil import sched
 
     sched.Agent(grace=grace).run(interval=interval, once=once,
