@@ -30,6 +30,9 @@ class PoolInfo:
     used: int | None  # bytes used inside the btrfs filesystem
     free: int | None
     device: str | None
+    # what is mounted on the mount point, bottom first (loop devices by their backing file):
+    # the pool file alone, or nothing, once any veil command has run
+    mounts: tuple[str, ...] = ()
 
 
 class Pool:
@@ -199,7 +202,7 @@ class Pool:
             free = vfs.f_bavail * vfs.f_frsize
             used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
         return PoolInfo(self.image, self.mountpoint, exists, mounted, size, allocated, used, free,
-                        _mount_source(self.mountpoint) if mounted else None)
+                        _mount_source(self.mountpoint) if mounted else None, tuple(self.mounts()))
 
 
 def _existing(path: Path) -> Path:
