@@ -603,6 +603,12 @@ def _server_processes(info) -> list[int]:
     return [info.pid, *descendants(info.pid)]
 
 
+def _cmdline(pid: int) -> list[str]:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    return []
+
+
 def _token_of(info) -> bytes:
     """The server's access token, found as root wherever it is: on a command line or in an
     environment of the server's processes."""
@@ -680,7 +686,7 @@ def test_another_user_cannot_read_the_token_or_unload_a_model(served, model):
     assert _http(served.http_port, "GET", "/v2/logging")[0] == 403
     pids = _server_processes(served)
     workspaces = {a.rsplit("/model-store", 1)[0] for p in pids
-                  for a in serve._server._cmdline(p) if a.endswith("/model-store")}
+                  for a in _cmdline(p) if a.endswith("/model-store")}
     regions = [str(r) for r in Path("/dev/shm").glob(f"pytrtion{served.pid}-*")]
     assert workspaces and regions
     mode = home.stat().st_mode
@@ -734,7 +740,7 @@ def test_the_launcher_hides_an_argument_from_the_command_line(tmp_path):
 def _what_a_server_uses(info) -> dict[str, list]:
     """The processes of a running server and the files it uses outside its record."""
     pids = _server_processes(info)
-    args = [serve._server._cmdline(p) for p in pids]
+    args = [_cmdline(p) for p in pids]
     workspaces = {a.rsplit("/model-store", 1)[0] for al in args for a in al
                   if a.endswith("/model-store")}
     stubs = [Path(al[1]).parent.parent for al in args
