@@ -110,12 +110,12 @@ def _weights(root: Path, name: str, state: dict, **edits) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict:
+def build_files(root: Path) -> dict:
+    """Under `root`: small good data sets, their damaged variants, damaged weights files and
+    predictions (also used by benchmarks/reliability_solutions.py)."""
     from veil.solutions.face_privacy._model import WEIGHTS
     from veil.solutions.lane_detection._model import build
 
-    root = tmp_path_factory.mktemp("bad")
     f: dict = {"root": root}
     faces = f["faces"] = generate_faces(root / "faces", seed=3, images_per_fold=1)
     elsewhere = generate_faces(root / "elsewhere", seed=4, images_per_fold=1)
@@ -182,6 +182,11 @@ def files(tmp_path_factory) -> dict:
         f[f"pred_{k}"] = root / f"pred-{k}.json"
         f[f"pred_{k}"].write_text(line + "\n" if line else "")
     return f
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    return build_files(tmp_path_factory.mktemp("bad"))
 
 
 @pytest.fixture
@@ -380,14 +385,17 @@ def test_no_pickled_code_ran(files):
 # ---------------------------------------------------------------------- check
 
 
-@pytest.mark.parametrize(("variant", "match"), [
+FACE_CHECKS = [
     ("faces_dotdot", "FDDB-fold-{i:02d}.txt:1: image name '../../secret' leads outside"),
     ("faces_abs", "FDDB-fold-{i:02d}.txt:1: image name '/"),
     ("faces_link", "FDDB-fold-{i:02d}-ellipseList.txt:1: image 'synth/"),
     ("faces_radii", "FDDB-fold-{i:02d}-ellipseList.txt:3: not an ellipse of an image"),
     ("faces_centre", "FDDB-fold-{i:02d}-ellipseList.txt:3: not an ellipse of an image"),
     ("faces_fits", "FDDB-fold-{i:02d}-ellipseList.txt:3: the ellipse does not fit its"),
-])
+]
+
+
+@pytest.mark.parametrize(("variant", "match"), FACE_CHECKS)
 def test_face_check_names_file_and_line_of_each_problem(capsys, files, variant, match):
     assert main(["solutions", "face-privacy", "check", str(files[variant])]) == 1
     out, err = capsys.readouterr()
@@ -399,18 +407,24 @@ def test_face_check_names_file_and_line_of_each_problem(capsys, files, variant, 
     assert "10 problem(s)" in out
 
 
-@pytest.mark.parametrize(("variant", "match"), [
+LANE_CHECKS = [
     ("lanes_dotdot", ":1: raw_file '../../../../../../../../etc/hostname' leads outside"),
     ("lanes_abs", ":1: raw_file '/etc/hostname' leads outside the data set"),
     ("lanes_link", ":1: raw_file clips/"),
     ("lanes_h1e30", ":1: h_samples must be rows of the frame, 0 to 65534, not "
                     "100000000000... (31 digits)"),
     ("lanes_x1e308", ":1: lane 0 has x 1e+308: not -2 (no point)"),
+    ("lanes_x2000", ":1: lane 0 has x 2000: not -2 (no point) or a column of the frame (up to "
+                    "1280)"),
+    ("lanes_h800", ":1: h_samples must be rows of the frame, 0 to 719, not 800"),
     ("lanes_digits", ":1: lane 0 has x 999999999999... (400 digits) that is not a number"),
     ("lanes_nested", ":1: not a label: nested too deeply"),
     ("lanes_hdown", ":1: h_samples must increase"),
     ("lanes_empty", ": no labels (the file is empty)"),
-])
+]
+
+
+@pytest.mark.parametrize(("variant", "match"), LANE_CHECKS)
 def test_lane_check_names_file_and_line_of_each_problem(capsys, files, variant, match):
     assert main(["solutions", "lane-detection", "check", str(files[variant])]) == 1
     out, err = capsys.readouterr()

@@ -224,9 +224,11 @@ def prepare(cfg: TrainConfig, processes: int | None = None) -> None:
         raise InvalidArgument(f"--processes must be a whole number >= 1, not {processes!r}")
     from veil.solutions.lane_detection._tusimple import read_labels
 
-    if cfg.device == "cpu" and processes > (os.cpu_count() or 1):
-        raise InvalidArgument(f"--processes {processes}: this machine has {os.cpu_count()} "
-                              "CPUs, one per replica at most")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    if cfg.device == "cpu" and processes > max(cpus, 2):  # two always, to try DDP anywhere
+        raise InvalidArgument(f"--processes {processes}: this machine has {cpus} CPUs, one "
+                              "per replica at most")
     data = Path(cfg.data)
     frames = len(train_labels(data))
     if frames < cfg.batch_size * processes:
