@@ -26,6 +26,8 @@ def test_root_without_btrfs_gets_a_loop_pool_with_quotas(pool_home):
     info = data.pool_show()
     assert info.exists and info.mounted and info.device.startswith("/dev/loop")
     assert info.size == 512 * 2**20
+    assert info.mounts == (os.path.realpath(info.image),)  # mounted once, nothing under it
+    assert info.image.stat().st_mode & 0o777 == 0o600 and pool_home.stat().st_mode & 0o777 == 0o700
     real = os.path.realpath(v.path)
     assert real.startswith(str(info.mountpoint)) and os.stat(real).st_ino == 256  # a subvolume
     assert data.doctor().enforces_size
