@@ -201,7 +201,7 @@ DAMAGES = [
     ("empty tensors.pt", _write("tensors.pt", b""), "not a file written by torch.save", 2),
     ("truncated tensors.pt", _truncate, "not a file written by torch.save", 2),
     ("damaged zip", _corrupt_zip, "not readable by torch.load (Unsupported operand", 2),
-    ("300 MB tensors.pt", _huge("tensors.pt", 300 << 20), "more than a saved obfuscator's", 2),
+    ("300 MB tensors.pt", _huge("tensors.pt", 300 << 20), "more than a saved obfuscator can be", 2),
     ("tensors.pt missing", _remove("tensors.pt"), "tensors.pt missing", 1),
     ("tensors.pt a device", _symlink_to("/dev/zero"), "tensors.pt missing", 1),
     # config.json
@@ -211,7 +211,7 @@ DAMAGES = [
     ("config not UTF-8", _write("config.json", b"\xff\xfe{}"), "not UTF-8", 2),
     ("config a list", _write("config.json", b"[1, 2]"), "not a saved obfuscator of format", 2),
     ("config nested 100000 deep", _deep_json, "nested too deeply", 2),
-    ("config of 2 MB", _huge("config.json", 2 << 20), "more than a saved obfuscator's", 2),
+    ("config of 2 MB", _huge("config.json", 2 << 20), "more than a saved obfuscator can be", 2),
     ("format from the future", _config(_put("format", value="veil.obfuscator/9")),
      "not a saved obfuscator of format", 2),
     ("ALPHA lowered", _config(_put("params", "alpha", value=0.5)), "ALPHA 0.5", 2),
@@ -320,6 +320,8 @@ CASES = [
     (["evaluate", "--data", "{data}", "--distribution", "uniform"], "distribution must be", 2),
     (["evaluate", "--data", "{data}", "--obfuscator", "{obf}", "--alphas", "0.5"],
      "leave out the ALPHAs", 2),
+    (["evaluate", "--data", "{data}", "--obfuscator", "{obf}", "--refit"],
+     "refit applies to a sweep", 2),
     (["evaluate", "--data", "{data}", "--obfuscator", "{missing}"], "no saved obfuscator", 1),
     (["evaluate", "--data", "{data}", "--obfuscator", "{file}"], "no saved obfuscator", 1),
     (["evaluate", "--data", "{missing}", "--alphas", "0.5"], "no split 'test'", 1),
@@ -539,6 +541,19 @@ def test_library_counts_are_bounded_too(area, tmp_path):
     with pytest.raises(InvalidArgument, match="the bench input must be"):
         bench(TASK, area / "obf", shape=(3, 0, 4))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_model_weights_are_refused_in_one_line(tmp_path):
+    (tmp_path / "text.pt").write_text("weights\n")
+    with pytest.raises(InvalidArgument, match=r"text\.pt: not a file written by torch\.save"):
+        TASK.load_model(weights=tmp_path / "text.pt")
+    torch.save(_Code(str(tmp_path / "code-ran")), tmp_path / "code.pt")
+    with pytest.raises(InvalidArgument, match=r"code\.pt: refused to load: it holds posix\.system"):
+        TASK.load_model(weights=tmp_path / "code.pt")
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(InvalidArgument, match=r"other\.pt: not weights for shapes-cnn"):
+        TASK.load_model(weights=tmp_path / "other.pt")
+    assert not (tmp_path / "code-ran").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

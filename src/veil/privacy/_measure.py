@@ -214,6 +214,8 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
         if alphas is not None:
             raise InvalidArgument(f"a saved obfuscator is evaluated at the ALPHA it was fitted "
                                   f"for ({obfuscator.alpha:g}): leave out the ALPHAs")
+        if refit:
+            raise InvalidArgument("refit applies to a sweep, not to a given obfuscator")
         check_device(device)
     else:
         alphas = parse_alphas(SEED_ALPHAS if alphas is None else alphas)

@@ -15,12 +15,10 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import tempfile
 import threading
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from veil.privacy._util import (
     check_device,
     check_float,
     check_int,
+    load_tensors,
     model_device,
     pairs,
     progress_for,
@@ -510,27 +509,7 @@ class Obfuscator:
 
     def _load_tensors(self, file: Path) -> None:
         """Read tensors.pt: six float32 values per channel, finite, consistent with the config."""
-        size = file.stat().st_size
-        if size > MAX_TENSORS_BYTES:
-            raise InvalidArgument(f"{file}: {size} bytes, more than a saved obfuscator's "
-                                  f"{MAX_TENSORS_BYTES} at most")
-        if not zipfile.is_zipfile(file):
-            raise InvalidArgument(f"{file}: not a file written by torch.save (a zip archive)")
-        try:
-            tensors = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:  # torch's safe loading refused it, in many lines
-            found = re.search(r"GLOBAL ([\w.]+)", str(e))
-            if found:
-                raise InvalidArgument(f"{file}: refused to load: it holds {found.group(1)}, "
-                                      f"which is not a tensor (torch.load with weights_only)"
-                                      ) from None
-            why = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
-            raise InvalidArgument(f"{file}: not readable by torch.load ("
-                                  f"{why.group(1).strip()[:200] if why else _first_line(e)})"
-                                  ) from None
-        except Exception as e:  # a damaged archive: one line, not a traceback
-            raise InvalidArgument(f"{file}: not readable by torch.load ({type(e).__name__}: "
-                                  f"{_first_line(e)})") from None
+        tensors = load_tensors(file, MAX_TENSORS_BYTES, "a saved obfuscator")
         channels = self.activation_shape_[0]
         if not isinstance(tensors, dict) or set(tensors) != set(TENSORS):
             have = sorted(map(str, tensors)) if isinstance(tensors, dict) else []
@@ -586,8 +565,8 @@ def check_save_path(path: Path) -> None:
 def _read_config(file: Path) -> dict:
     size = file.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise InvalidArgument(f"{file}: {size} bytes, more than a saved obfuscator's "
-                              f"{MAX_CONFIG_BYTES} at most")
+        raise InvalidArgument(f"{file}: {size} bytes, more than a saved obfuscator can be "
+                              f"({MAX_CONFIG_BYTES} at most)")
     try:
         cfg = json.loads(file.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
@@ -613,11 +592,6 @@ def _refuse_where(file: Path, name: str, bad: torch.Tensor, t: torch.Tensor, rul
 
 def _finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else "")[:200]
 
 
 def _sha256(file: Path) -> str:

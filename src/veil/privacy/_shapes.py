@@ -22,7 +22,7 @@ from veil._newdir import new_directory
 from veil.errors import InvalidArgument, NotFound
 from veil.privacy._split import SplitModel, split_at
 from veil.privacy._tasks import PrivacyTask, register_task
-from veil.privacy._util import check_int
+from veil.privacy._util import check_int, first_line, load_tensors
 from veil.progress import Progress, or_silent
 
 CLASSES = ("circle", "ring", "square", "frame", "triangle", "diamond", "cross", "bar")
@@ -295,7 +295,11 @@ def load_model(device: str | torch.device = "cpu", weights: str | Path | None = 
     path = Path(weights) if weights else SHAPES_WEIGHTS
     if not path.is_file():
         raise NotFound(f"no weights at {path}: run scripts/train_shapes.py")
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = load_tensors(path, 1 << 30, "the shapes model's weights")
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise InvalidArgument(f"{path}: not weights for shapes-cnn ({first_line(e)})") from None
     model = split_at(net, SHAPES_SPLIT_LAYER, name="shapes-cnn").to(device)
     return model.eval()
 

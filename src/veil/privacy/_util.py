@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,3 +94,38 @@ def check_float(name: str, value: Any, lo: float, hi: float | None = None, *,
         high = "inf)" if hi is None else f"{hi:g}]"
         raise InvalidArgument(f"{name} must be a finite number in {low}, {high}, not {value!r}")
     return v
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message, at most 200 characters."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else "")[:200]
+
+
+def load_tensors(file: str | Path, max_bytes: int, what: str = "a weights file") -> Any:
+    """`torch.load(file, weights_only=True)` on CPU, with every refusal in one line naming the
+    file: larger than `max_bytes` ("more than WHAT can be"), not torch.save's zip format,
+    objects other than tensors (torch's own refusal is many lines), or a damaged archive."""
+    from veil.errors import InvalidArgument
+
+    file = Path(file)
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise InvalidArgument(f"{file}: {size} bytes, more than {what} can be ({max_bytes} "
+                              f"at most)")
+    if not zipfile.is_zipfile(file):
+        raise InvalidArgument(f"{file}: not a file written by torch.save (a zip archive)")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's safe loading refused it, in many lines
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise InvalidArgument(f"{file}: refused to load: it holds {found.group(1)}, which "
+                                  f"is not a tensor (torch.load with weights_only)") from None
+        why = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
+        raise InvalidArgument(f"{file}: not readable by torch.load "
+                              f"({why.group(1).strip()[:200] if why else first_line(e)})"
+                              ) from None
+    except Exception as e:  # a damaged archive: one line, not a traceback
+        raise InvalidArgument(f"{file}: not readable by torch.load ({type(e).__name__}: "
+                              f"{first_line(e)})") from None
