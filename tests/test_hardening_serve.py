@@ -70,17 +70,21 @@ CASES = [
 ]
 
 
+def make_repositories() -> None:
+    """In the current home: volume `repo` with a valid (tiny) model repository, and `empty`."""
+    vol = data.create_volume("repo")
+    serve.write_model(vol.path, "tiny", torch.nn.Linear(4, 2), torch.zeros(1, 4),
+                      input_names=["INPUT_0"], output_names=["OUTPUT__0"])
+    data.create_volume("empty")
+
+
 @pytest.fixture(scope="module")
 def repo_home(tmp_path_factory):
-    """A home with volume `repo` holding a valid (tiny) model repository and an empty one."""
     home = tmp_path_factory.mktemp("hardening-serve") / "home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VEIL_HOME", str(home))
         mp.setenv("VEIL_DRIVER", "copy")
-        vol = data.create_volume("repo")
-        serve.write_model(vol.path, "tiny", torch.nn.Linear(4, 2), torch.zeros(1, 4),
-                          input_names=["INPUT_0"], output_names=["OUTPUT__0"])
-        data.create_volume("empty")
+        make_repositories()
     return home
 
 
@@ -96,7 +100,7 @@ def _servers() -> list[str]:
 
 
 @pytest.mark.parametrize(("argv", "match", "code"), CASES,
-                         ids=[" ".join(map(str, c[0][1:])) for c in CASES])
+                         ids=[" ".join(map(str, c[0][1:]))[:60] for c in CASES])
 def test_bad_serve_input_is_refused_in_one_line(capsys, home, argv, match, code):
     refused(capsys, argv, match, home=home, code=code, also=_servers)
 

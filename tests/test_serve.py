@@ -599,7 +599,7 @@ def test_export_with_bad_weights_changes_nothing(served, tmp_path):
 _TOKEN = re.compile(rb"triton-access-token=([A-Za-z0-9_-]{16,})")
 
 
-def _server_processes(info) -> list[int]:
+def server_processes(info) -> list[int]:
     return [info.pid, *descendants(info.pid)]
 
 
@@ -609,10 +609,10 @@ def _cmdline(pid: int) -> list[str]:
     return []
 
 
-def _token_of(info) -> bytes:
+def token_of(info) -> bytes:
     """The server's access token, found as root wherever it is: on a command line or in an
     environment of the server's processes."""
-    for pid in _server_processes(info):
+    for pid in server_processes(info):
         for what in ("cmdline", "environ"):
             with contextlib.suppress(OSError):
                 if m := _TOKEN.search(Path(f"/proc/{pid}/{what}").read_bytes()):
@@ -620,7 +620,7 @@ def _token_of(info) -> bytes:
     raise AssertionError("no access token found in the server's processes")
 
 
-def _http(port: int, method: str, path: str, body: bytes = b"",
+def http_request(port: int, method: str, path: str, body: bytes = b"",
           headers: dict | None = None) -> tuple[int, bytes]:
     import http.client
 
@@ -633,7 +633,7 @@ def _http(port: int, method: str, path: str, body: bytes = b"",
         conn.close()
 
 
-_AS_NOBODY = """
+AS_NOBODY = """
 import encodings.idna, http.client, json, os, sys  # all imports before the switch
 args = json.loads(sys.stdin.read())  # not on this probe's own command line
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
@@ -679,12 +679,12 @@ def test_another_user_cannot_read_the_token_or_unload_a_model(served, model):
     if not ROOT:
         pytest.skip("needs root to run a probe as user nobody")
     home = Path(served.log).parent.parent
-    token = _token_of(served)
+    token = token_of(served)
     # the token is live: it opens a restricted endpoint that stays closed without it
-    assert _http(served.http_port, "GET", "/v2/logging",
+    assert http_request(served.http_port, "GET", "/v2/logging",
                  headers={"triton-access-token": token.decode()})[0] == 200
-    assert _http(served.http_port, "GET", "/v2/logging")[0] == 403
-    pids = _server_processes(served)
+    assert http_request(served.http_port, "GET", "/v2/logging")[0] == 403
+    pids = server_processes(served)
     workspaces = {a.rsplit("/model-store", 1)[0] for p in pids
                   for a in _cmdline(p) if a.endswith("/model-store")}
     regions = [str(r) for r in Path("/dev/shm").glob(f"pytrtion{served.pid}-*")]
@@ -694,7 +694,7 @@ def test_another_user_cannot_read_the_token_or_unload_a_model(served, model):
     try:
         args = {"token": token.decode(), "pids": pids, "trees": [str(home), *workspaces],
                 "shm": regions, "port": served.http_port, "model": _serving.BASE}
-        p = subprocess.run([sys.executable, "-c", _AS_NOBODY], input=json.dumps(args),
+        p = subprocess.run([sys.executable, "-c", AS_NOBODY], input=json.dumps(args),
                            capture_output=True, text=True, timeout=120)
     finally:
         home.chmod(mode & 0o7777)
@@ -706,7 +706,7 @@ def test_another_user_cannot_read_the_token_or_unload_a_model(served, model):
     assert not [f for f in seen["files"] if "/serve/" in f or f.startswith(tuple(workspaces))]
     assert seen["shm"] == [], "another user reads the tensors in Triton's shared memory"
     assert all(code == 403 for code in seen["unload"]), seen["unload"]
-    assert _http(served.http_port, "GET", f"/v2/models/{_serving.BASE}/ready")[0] == 200
+    assert http_request(served.http_port, "GET", f"/v2/models/{_serving.BASE}/ready")[0] == 200
     a = torch.randn(1, 128, 32, 32)
     with torch.no_grad():
         want = model.forward_tail(a)[0].numpy()
@@ -737,9 +737,9 @@ def test_the_launcher_hides_an_argument_from_the_command_line(tmp_path):
 
 
 # ---------------------------------------------------------------------- issue 15: killed servers
-def _what_a_server_uses(info) -> dict[str, list]:
+def what_a_server_uses(info) -> dict[str, list]:
     """The processes of a running server and the files it uses outside its record."""
-    pids = _server_processes(info)
+    pids = server_processes(info)
     args = [_cmdline(p) for p in pids]
     workspaces = {a.rsplit("/model-store", 1)[0] for al in args for a in al
                   if a.endswith("/model-store")}
@@ -766,9 +766,9 @@ def test_stop_removes_what_a_killed_server_left(served, capsys):
     uses."""
     import signal
 
-    mine = _what_a_server_uses(served)
+    mine = what_a_server_uses(served)
     info = serve.start(REPO, name="victim")
-    used = _what_a_server_uses(info)
+    used = what_a_server_uses(info)
     assert len(used["procs"]) >= 4 and all(f.exists() for f in used["files"])
     for p, _ in used["procs"]:
         with contextlib.suppress(ProcessLookupError):
@@ -897,13 +897,22 @@ def malformed_requests(model: str) -> list[tuple[str, str, str, bytes, dict]]:
     return cases
 
 
+# (what, input name, wire dtype, array) of gRPC requests each to be answered with an error
+MALFORMED_GRPC = [
+    ("wrong input name", "INPUT_9", "FP32", np.zeros((1, 128, 32, 32), np.float32)),
+    ("FP64 for FP32", "INPUT_0", "FP64", np.zeros((1, 128, 32, 32))),
+    ("wrong shape", "INPUT_0", "FP32", np.zeros((1, 64, 32, 32), np.float32)),
+    ("batch above max_batch_size", "INPUT_0", "FP32", np.zeros((9, 128, 32, 32), np.float32)),
+]
+
+
 def test_malformed_requests_are_answered_with_errors_and_the_server_keeps_serving(served, model):
     """Issue 15 (the audit's 39 malformed requests): each gets an error status and a message,
     none takes the server down, and a good request afterwards gets the right answer."""
     failures = []
     for what, method, path, body, headers in malformed_requests(_serving.BASE):
         try:
-            status, answer = _http(served.http_port, method, path, body, headers)
+            status, answer = http_request(served.http_port, method, path, body, headers)
         except OSError as e:
             failures.append(f"{what}: no answer ({e})")
             continue
@@ -915,10 +924,7 @@ def test_malformed_requests_are_answered_with_errors_and_the_server_keeps_servin
 
     g = tg.InferenceServerClient(served.grpc)
     try:
-        for name, dtype, arr in (("INPUT_9", "FP32", np.zeros((1, 128, 32, 32), np.float32)),
-                                 ("INPUT_0", "FP64", np.zeros((1, 128, 32, 32))),
-                                 ("INPUT_0", "FP32", np.zeros((1, 64, 32, 32), np.float32)),
-                                 ("INPUT_0", "FP32", np.zeros((9, 128, 32, 32), np.float32))):
+        for _, name, dtype, arr in MALFORMED_GRPC:
             inp = tg.InferInput(name, list(arr.shape), dtype)
             inp.set_data_from_numpy(arr)
             with pytest.raises(InferenceServerException):

@@ -217,13 +217,14 @@ def run(cfg: dict) -> int:
 
     home = Path(cfg["home"])
     info = ServerInfo(**cfg["info"])
-    stop, ready = threading.Event(), threading.Event()
+    stop, starting = threading.Event(), threading.Event()
+    starting.set()
 
     def on_signal(signum, _frame):
         print(f"signal {signal.Signals(signum).name}: stopping", flush=True)
         first = not stop.is_set()
         stop.set()
-        if first and not ready.is_set():  # still starting (`start` gave up): stop right here
+        if first and starting.is_set():  # `start` gave up or was interrupted: stop right here
             raise ServerStopping(f"stopped by {signal.Signals(signum).name} while starting")
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -243,11 +244,12 @@ def run(cfg: dict) -> int:
         (scratch / "workspace").symlink_to(tempfile.mkdtemp(prefix="veil-serve-", dir=short))
         os.environ["TMPDIR"] = str(scratch)
         tempfile.tempdir = None
-        return _run(home, info, stop, ready)
+        return _run(home, info, stop, starting)
     except ServerStopping as e:
         print(f"error: {e}", flush=True)
         return 1
     finally:
+        starting.clear()  # a signal no longer interrupts: the cleanup below runs whole
         remove_scratch(home, info.name)
         # the name is free only now that nothing of this server is left
         from veil.serve._server import _entry, _read, remove_entry_if
@@ -257,7 +259,7 @@ def run(cfg: dict) -> int:
             remove_entry_if(info.name, home, info.pid, info.proc_start)
 
 
-def _run(home: Path, info, stop, ready) -> int:
+def _run(home: Path, info, stop, starting) -> int:
     import traceback
 
     from veil.process import proc_start_time
@@ -270,12 +272,13 @@ def _run(home: Path, info, stop, ready) -> int:
     triton = None
     try:
         triton = _serve(info, home)
-        ready.set()
+        starting.clear()
     except ServerStopping:
         if triton is not None:  # the signal came between the two lines above
             triton.stop()
         raise
     except BaseException as e:
+        starting.clear()
         traceback.print_exc()
         info.state, info.error = "failed", _one_line(e)
         print(f"error: {info.error}", flush=True)

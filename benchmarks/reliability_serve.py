@@ -1,0 +1,407 @@
+"""Reliability (issue 15), serving: bad values given to `veil serve`, malformed requests to a
+served model, another user's attempts on a server, and servers killed mid-run, each against
+real components (veil processes, PyTriton's Triton on loopback) and counted.
+
+    .venv/bin/python benchmarks/reliability_serve.py [--rounds N] [--budget SECONDS]
+
+- bad input: every case of tests/test_hardening_serve.py's table, each as a real `veil`
+  process. Held: the table's exit code, one stderr line starting `error: ` with the table's
+  text, no traceback, nothing on stdout, the home unchanged, no server started.
+- malformed requests: tests/test_serve.py's HTTP and gRPC cases, `--rounds` times, to a
+  served model. Held: an error status (or gRPC error) with a message, and the server still
+  live with the model ready afterwards; at the end, a good request gets the right answer.
+- another user (uid 65534, root only): the probe of tests/test_serve.py. Held, per item: the
+  token on no command line; each server process's environment unreadable; each file under
+  the server's folder and workspace unreadable, and no readable file in the home holding the
+  token; each shared-memory region unreadable; each unload without the token refused (403)
+  with the model still ready.
+- killed servers: start a server, SIGKILL (the server process only, or all of its processes
+  at once, after it is ready or at a random moment while it starts), then clean with `veil
+  serve stop` or with the next `veil serve start` of the name, alternately. Held: nothing of
+  the killed server is left (processes, scratch folder, workspace, the stubs' folders and
+  shared memory, record), the next start serves, and the other server running all along is
+  untouched and answers. No new kill starts after `--budget` seconds.
+- stopped while starting: `veil serve start --timeout T` for a T too short to get ready.
+  Held: one error line, and no process, folder or record of it left within seconds.
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from tests.badinput import home_state  # noqa: E402
+from tests.test_hardening_serve import CASES, make_repositories  # noqa: E402
+from tests.test_serve import (  # noqa: E402
+    AS_NOBODY,
+    MALFORMED_GRPC,
+    REPO,
+    http_request,
+    malformed_requests,
+    server_processes,
+    token_of,
+    what_a_server_uses,
+)
+
+from veil import serve  # noqa: E402
+from veil.cli import main as cli_main  # noqa: E402
+from veil.errors import NotFound  # noqa: E402
+from veil.process import pid_alive  # noqa: E402
+from veil.solutions.face_privacy import _model, _serving  # noqa: E402
+
+OTHER = "steady"
+
+
+def row(check: str, tried: int, held: int, notes: str = "") -> dict:
+    return {"check": check, "tried": tried, "held": held, "notes": notes}
+
+
+def veil(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "veil", *map(str, argv)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def servers() -> list[str]:
+    return sorted(s.name for s in serve.list_servers())
+
+
+# ------------------------------------------------------------------ bad input
+def _run_cli(argv: list[str], processes: bool) -> tuple[int, str, str]:
+    if processes:
+        p = veil(*argv)
+        return p.returncode, p.stdout, p.stderr
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main([str(a) for a in argv])
+        except BaseException:  # an exception escaping main is what is counted
+            traceback.print_exc()
+            code = -1
+    return code, out.getvalue(), err.getvalue()
+
+
+def bad_input(home: Path, processes: bool) -> dict:
+    held, failed = 0, []
+    for argv, match, code in CASES:
+        before, names = home_state(home), servers()
+        rc, out, err = _run_cli(argv, processes)
+        lines = err.strip().splitlines()
+        ok = (rc == code and len(lines) == 1 and lines[0].startswith("error: ")
+              and match.lower() in lines[0].lower() and "Traceback" not in err
+              and out == "" and home_state(home) == before and servers() == names)
+        held += ok
+        if not ok:
+            failed.append(f"{' '.join(map(str, argv))[:50]}: exit {rc}, {err.strip()[-80:]}")
+            for name in set(servers()) - set(names):  # a server that should not have started
+                veil("serve", "stop", name)
+    how = "real processes" if processes else "in-process, as tests/badinput.py"
+    return row(f"bad input to veil serve start/stop/logs ({how})", len(CASES), held,
+               "; ".join(failed[:3]))
+
+
+# ------------------------------------------------------------------ malformed requests
+def _serving_ok(info) -> bool:
+    try:
+        return http_request(info.http_port, "GET", "/v2/health/live")[0] == 200 and \
+            http_request(info.http_port, "GET", f"/v2/models/{_serving.BASE}/ready")[0] == 200
+    except OSError:
+        return False
+
+
+def malformed(info, model, rounds: int) -> list[dict]:
+    import torch
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    http_cases = malformed_requests(_serving.BASE)
+    tried = held = 0
+    failed = []
+    for _ in range(rounds):
+        for what, method, path, body, headers in http_cases:
+            tried += 1
+            try:
+                status, answer = http_request(info.http_port, method, path, body, headers)
+                ok = 400 <= status < 600 and b"error" in answer.lower()
+            except OSError:
+                ok = False
+            ok = ok and _serving_ok(info)
+            held += ok
+            if not ok:
+                failed.append(what)
+    g_tried = g_held = 0
+    g = tg.InferenceServerClient(info.grpc)
+    try:
+        for _ in range(rounds):
+            for what, name, dtype, arr in MALFORMED_GRPC:
+                g_tried += 1
+                inp = tg.InferInput(name, list(arr.shape), dtype)
+                inp.set_data_from_numpy(arr)
+                try:
+                    g.infer(_serving.BASE, [inp])
+                    ok = False
+                except InferenceServerException as e:
+                    ok = bool(str(e).strip())
+                ok = ok and _serving_ok(info)
+                g_held += ok
+                if not ok:
+                    failed.append(f"grpc {what}")
+    finally:
+        g.close()
+    a = torch.randn(2, 128, 32, 32)
+    with torch.no_grad():
+        want = model.forward_tail(a)[0].numpy()
+    with serve.Client(info.name, _serving.BASE) as c:
+        right = bool(np.allclose(c.send(a)[0], want, atol=1e-4))
+    note = f"{len(http_cases)} HTTP and {len(MALFORMED_GRPC)} gRPC cases x {rounds}; a good " \
+           f"request afterwards {'right' if right else 'WRONG'}"
+    if failed:
+        note += "; not held: " + ", ".join(sorted(set(failed))[:4])
+    return [row("malformed HTTP requests to a served model: error answer, server serving",
+                tried, held if right else 0, note),
+            row("malformed gRPC requests to a served model: error answer, server serving",
+                g_tried, g_held if right else 0, "")]
+
+
+# ------------------------------------------------------------------ another user
+def another_user(info, home: Path) -> list[dict]:
+    if os.geteuid() != 0:
+        return [row("another user (nobody) vs a server", 0, 0, "skipped: needs root")]
+    token = token_of(info)
+    pids = server_processes(info)
+    uses = what_a_server_uses(info)
+    workspaces = [str(f) for f in uses["files"] if f.name.startswith("veil-serve-")
+                  or "/pytriton/workspace_" in str(f)]
+    regions = [str(f) for f in uses["files"] if str(f).startswith("/dev/shm/")]
+    mode = home.stat().st_mode
+    home.chmod(0o755)  # a home another user can enter
+    try:
+        args = {"token": token.decode(), "pids": pids, "trees": [str(home), *workspaces],
+                "shm": regions, "port": info.http_port, "model": _serving.BASE}
+        p = subprocess.run([sys.executable, "-c", AS_NOBODY], input=json.dumps(args),
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        home.chmod(mode & 0o7777)
+    if p.returncode != 0:
+        return [row("another user (nobody) vs a server", 1, 0, p.stderr.strip()[-200:])]
+    seen = json.loads(p.stdout)
+    private = [f for f in seen["files"] if "/serve/" in f or f.startswith(tuple(workspaces))]
+    n_files = sum(len(fs) for top in [home / "serve", *map(Path, workspaces)]
+                  for _, _, fs in os.walk(top))
+    hidden_tried = 1 + len(pids) + n_files + len(regions)
+    hidden_held = (not seen["cmdlines"]) + (len(pids) - len(seen["environs"])) \
+        + (n_files - len(private)) + (len(regions) - len(seen["shm"])) - len(seen["leaks"])
+    still = _serving_ok(info)
+    refused = sum(code == 403 for code in seen["unload"]) if still else 0
+    return [row("another user reads the access token or the server's data", hidden_tried,
+                max(hidden_held, 0), f"1 scan of all command lines, {len(pids)} environments, "
+                f"{n_files} files, {len(regions)} shared-memory regions; readable file with "
+                f"the token: {len(seen['leaks'])}"),
+            row("another user unloads a model without the token", len(seen["unload"]),
+                refused, "no header, the placeholder, an empty token; model still ready: "
+                f"{still}")]
+
+
+# ------------------------------------------------------------------ killed servers
+def _strays(keep: dict) -> list[str]:
+    """Processes running from, and folders of, any server workspace but those in `keep`."""
+    mine = tuple(str(f) for f in keep["files"])
+    out = [str(d) for d in Path("/tmp").glob("veil-serve-*")
+           if not any(m == str(d) or m.startswith(f"{d}/") for m in mine)]
+    for p in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            args = (p / "cmdline").read_bytes().decode(errors="replace")
+            if "/tmp/veil-serve-" in args and not any(m in args for m in mine):
+                out.append(f"pid {p.name}")
+    return out
+
+
+def _left(used: dict, keep: dict, home: Path) -> list[str]:
+    """What is left of a killed server named victim that used `used`."""
+    left = [f"pid {p}" for p, st in used["procs"] if pid_alive(p, st)]
+    left += [str(f) for f in used["files"] if f.exists()]
+    left += [p.name for p in (home / "serve").glob("*victim.json*")]
+    return left + _strays(keep)
+
+
+def _state(name: str) -> str | None:
+    try:
+        return serve.get_server(name).state
+    except NotFound:
+        return None
+
+
+def kills(other, home: Path, budget: float, t0: float) -> list[dict]:
+    rng = random.Random(15)
+    modes = ["server process, after ready", "all its processes at once, after ready",
+             "server process, while starting"]
+    tried, held, notes = {m: 0 for m in modes}, {m: 0 for m in modes}, []
+    other_uses = what_a_server_uses(other)
+    pending = None  # (mode, what the killed server used) waiting for the next start to clean
+    i = 0
+    while i < 3 or time.monotonic() - t0 < budget:
+        mode = modes[i % len(modes)]
+        cleaner = "stop" if (i // len(modes)) % 2 == 0 else "start"
+        i += 1
+        if mode.endswith("while starting"):
+            p = subprocess.Popen([sys.executable, "-m", "veil", "serve", "start",
+                                  "--model-repo", REPO, "--name", "victim"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.5, 5.0))
+            info, deadline = None, time.monotonic() + 60
+            while (info is None or not info.pid) and p.poll() is None \
+                    and time.monotonic() < deadline:  # until the server has its pid
+                with contextlib.suppress(NotFound):
+                    info = serve.get_server("victim")
+                time.sleep(0.05)
+            used = {"procs": [], "files": []}
+            if info is not None and info.pid:
+                used = what_a_server_uses(info)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGKILL)
+            p.wait(timeout=300)
+        else:
+            r = veil("serve", "start", "--model-repo", REPO, "--name", "victim", timeout=300)
+            if r.returncode != 0:
+                tried[mode] += 1
+                notes.append(f"start failed: {r.stderr.strip()[-120:]}")
+                continue
+            info = serve.get_server("victim")
+            if pending is not None:  # the start just done had to clean the last kill
+                pm, pused = pending
+                left = [f"pid {p}" for p, st in pused["procs"] if pid_alive(p, st)] + [
+                    str(f) for f in pused["files"] if f.exists() and f.name != ".victim.tmp"]
+                left += _strays({"files": [*other_uses["files"],
+                                           *what_a_server_uses(info)["files"]]})
+                tried[pm] += 1
+                held[pm] += not left and _serving_ok(info)
+                if left:
+                    notes.append(f"{pm}, cleaned by start: left {left[:2]}")
+                pending = None
+            used = what_a_server_uses(info)
+            victims = [info.pid] if mode.startswith("server process") else \
+                [p for p, _ in used["procs"]]
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _state("victim") not in (None, "exited") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if cleaner == "stop" or mode.endswith("while starting"):
+            r = veil("serve", "stop", "victim")
+            left = _left(used, other_uses, home)
+            ok = r.returncode in (0, 1) and not left  # 1: no record was left to remove
+            tried[mode] += 1
+            held[mode] += ok
+            if not ok:
+                notes.append(f"{mode}, cleaned by stop: left {left[:2]} {r.stderr[-80:]}")
+        else:
+            pending = (mode, used)
+        intact = all(pid_alive(p, st) for p, st in other_uses["procs"]) and all(
+            f.exists() for f in other_uses["files"]) and _serving_ok(other)
+        if not intact:
+            notes.append("the other server was disturbed")
+            held = {m: 0 for m in modes}
+            break
+    if pending is not None:  # nothing more started: stop cleans it instead
+        pm, pused = pending
+        veil("serve", "stop", "victim")
+        left = _left(pused, other_uses, home)
+        tried[pm] += 1
+        held[pm] += not left
+    veil("serve", "stop", "victim")
+    return [row(f"SIGKILL of a served model's {m}; then stop or start cleans", tried[m],
+                held[m], "; ".join(n for n in notes if n.startswith(m))[:200]
+                or "cleaned by stop and by the next start, alternately; the other server "
+                   "untouched") for m in modes]
+
+
+def stopped_while_starting(n: int, keep: dict) -> dict:
+    rng = random.Random(7)
+    held, notes = 0, []
+    for _ in range(n):
+        t = round(rng.uniform(0.3, 3.0), 1)
+        r = veil("serve", "start", "--model-repo", REPO, "--name", "hasty", "--timeout", t)
+        lines = r.stderr.strip().splitlines()
+        time.sleep(0.5)
+        left = [*_strays(keep), *(["record"] if _state("hasty") else []),
+                *(["scratch"] if serve._server.scratch_dir(None, "hasty").exists() else [])]
+        left += [f"pid {p.name}" for p in Path("/proc").glob("[0-9]*")
+                 if b"_daemon\0--name\0hasty" in _read(p / "cmdline")]
+        ok = r.returncode == 1 and bool(lines) and lines[-1].startswith("error: ") \
+            and "not ready after" in lines[-1] and not left
+        held += ok
+        if not ok:
+            notes.append(f"--timeout {t}: exit {r.returncode}, left {left[:2]}")
+    return row("serve start that gives up (--timeout 0.3..3 s): nothing left", n, held,
+               "; ".join(notes[:2]))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of malformed requests")
+    ap.add_argument("--budget", type=float, default=100.0,
+                    help="seconds (from the start) after which no new kill starts")
+    ap.add_argument("--processes", action="store_true",
+                    help="run each bad input as a real veil process (slower)")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    top = Path(tempfile.mkdtemp(prefix="veil-rel-serve-", dir="/tmp"))
+    top.chmod(0o755)
+    home = top / "home"
+    os.environ.update(VEIL_HOME=str(home), VEIL_DRIVER="copy")
+    os.environ.pop("VEIL_DATA_DIR", None)
+    rows: list[dict] = []
+    try:
+        _serving.export_models(REPO)
+        make_repositories()  # the bad-input table's volumes
+        model = _model.load_model("cpu")
+        rows.append(bad_input(home, args.processes))
+        other = serve.start(REPO, name=OTHER)
+        try:
+            rows += malformed(other, model, args.rounds)
+            rows += another_user(other, home)
+            rows.append(stopped_while_starting(3, what_a_server_uses(other)))
+            rows += kills(other, home, args.budget, t0)
+        finally:
+            serve.stop(OTHER)
+    finally:
+        for s in serve.list_servers():
+            with contextlib.suppress(Exception):
+                serve.stop(s.name, grace=5)
+        shutil.rmtree(top, ignore_errors=True)
+    width = max(len(r["check"]) for r in rows)
+    print(f"{'check':<{width}}  tried  held  notes")
+    for r in rows:
+        print(f"{r['check']:<{width}}  {r['tried']:>5}  {r['held']:>4}  {r['notes']}")
+    print(f"({time.monotonic() - t0:.0f} s)")
+    print(json.dumps({"area": "serve", "rows": rows}))
+    return 0 if all(r["tried"] == r["held"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
