@@ -187,8 +187,7 @@ def another_user(info, home: Path) -> list[dict]:
     token = token_of(info)
     pids = server_processes(info)
     uses = what_a_server_uses(info)
-    workspaces = [str(f) for f in uses["files"] if f.name.startswith("veil-serve-")
-                  or "/pytriton/workspace_" in str(f)]
+    workspaces = [str(f) for f in uses["workspaces"]]
     regions = [str(f) for f in uses["files"] if str(f).startswith("/dev/shm/")]
     mode = home.stat().st_mode
     home.chmod(0o755)  # a home another user can enter

@@ -749,7 +749,8 @@ def what_a_server_uses(info) -> dict[str, list]:
            if len(al) > 2 and al[0].endswith("triton_python_backend_stub")]
     scratch = Path(info.log).parent / f".{info.name}.tmp"
     return {"procs": [(p, proc_start_time(p)) for p in pids],
-            "files": [*map(Path, workspaces), *stubs, *shm, scratch]}
+            "files": [*map(Path, workspaces), *stubs, *shm, scratch],
+            "workspaces": sorted(map(Path, workspaces))}
 
 
 def _wait(cond, seconds: float = 30) -> None:
