@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from veil._config import veil_home
+from veil._config import home_dir
 from veil.errors import InUse, InvalidArgument, VeilError
 from veil.process import Proc, group_members, signal_group, spawn_detached
 from veil.sched._api import TOMBSTONE, jobs_dir, log_path, run_cycle, transaction
@@ -336,7 +336,7 @@ class Agent:
 
     @contextlib.contextmanager
     def _only_agent(self):
-        path = Path(self.home or veil_home()) / "sched" / "agent.lock"
+        path = home_dir(self.home) / "sched" / "agent.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from veil._config import veil_home
+from veil._config import home_dir, veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from veil.sched._policy import EPS, Cycle, Job, Node, Project, schedule
 
@@ -56,7 +56,7 @@ def _db_path(home: Path | None) -> Path:
 def transaction(home: Path | None = None) -> Iterator[sqlite3.Connection]:
     """One write transaction (BEGIN IMMEDIATE): commands and the agent never interleave."""
     path = _db_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    home_dir(path.parent)  # private (0700) when this is the first write to the home
     db = sqlite3.connect(path, timeout=60, isolation_level=None)
     db.row_factory = sqlite3.Row
     try:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from veil import process
-from veil._config import veil_home
+from veil._config import home_dir, veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound, VeilError
 from veil.process import pid_alive, proc_start_time
 
@@ -88,6 +88,7 @@ def _dir(home: Path | None) -> Path:
 def _private_dir(home: Path | None) -> Path:
     """The servers' folder, created (or tightened) to 0700: it holds their logs, records and
     scratch folders (PyTriton's sockets to the model stubs), which other users must not read."""
+    home_dir(home)  # a home this makes is private too
     d = _dir(home)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     if d.stat().st_mode & 0o077:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veil._config import veil_home
+from veil._config import home_dir, veil_home
 from veil.errors import NotFound, VeilError
 
 TAG_DATA_VOLUME = "veil.data_volume"
@@ -58,7 +58,7 @@ def _mlflow(home: Path | None):
         raise VeilError("lineage needs MLflow: pip install 'veil[track]'") from None
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    Path(home or veil_home()).mkdir(parents=True, exist_ok=True)
+    home_dir(home)
     return mlflow, _Guarded(MlflowClient(tracking_uri(home)), home)
 
 
