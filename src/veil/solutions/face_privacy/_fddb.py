@@ -266,7 +266,7 @@ def load_image(image: FddbImage):
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise InvalidArgument(f"missing image {image.path} (listed as {image.name!r})") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
         raise InvalidArgument(f"unreadable image {image.path}: {e}") from None
 
 

@@ -31,6 +31,7 @@ from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
 ATTACK_SIZE = 128
 MAX_BATCH = 8  # 1024 x 1024 inputs: eight are 100 MB
 SIZES = {"fit": 100, "attack": 600, "test": 300}  # images, 10 folds each
+MAX_IMAGES = 1_000_000  # per split: 100,000 per fold, the generator's bound
 
 
 def split_root(data: str | Path, split: str) -> Path:
@@ -115,9 +116,9 @@ def generate(path, *, seed: int = 0, sizes: dict[str, int] | None = None,
         raise InvalidArgument(f"unknown split(s) {', '.join(sorted(unknown))} for faces "
                               f"(fit, attack, test)")
     for split, n in sizes.items():
-        if not isinstance(n, int) or n < 10 or n % 10:
+        if isinstance(n, bool) or not isinstance(n, int) or not 10 <= n <= MAX_IMAGES or n % 10:
             raise InvalidArgument(f"the faces task writes 10 folds: {split} needs a multiple of "
-                                  f"10 images, not {n!r}")
+                                  f"10 images, 10 to {MAX_IMAGES}, not {n!r}")
     return _synth.generate(path, seed=seed, images_per_fold=sizes["test"] // 10,
                            fit_per_fold=sizes["fit"] // 10,
                            attack_per_fold=sizes["attack"] // 10, progress=progress)

@@ -24,7 +24,7 @@ def load_frame(path: Path) -> np.ndarray:
             return np.array(im.convert("RGB").resize((IN_W, IN_H), Image.BILINEAR))
     except FileNotFoundError:
         raise InvalidArgument(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
         raise InvalidArgument(f"{path}: not a readable image ({type(e).__name__})") from None
 
 
