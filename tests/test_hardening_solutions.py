@@ -107,6 +107,8 @@ def _weights(root: Path, name: str, state: dict, **edits) -> dict[str, Path]:
     out["empty"].write_bytes(b"")
     out["text"] = root / f"{name}-text.pt"
     out["text"].write_text("weights, honestly\n")
+    out["huge"] = root / f"{name}-huge.pt"  # the real weights and 40 MB of zeros beside them
+    torch.save({**state, "padding": torch.zeros(10_000_000)}, out["huge"])
     return out
 
 
@@ -246,6 +248,7 @@ CASES = [
     ([*EVAL, "--weights", "{face_w[int]}"], "holds torch.int64"),
     ([*EVAL, "--weights", "{face_w[missing]}"], "1 missing"),
     ([*EVAL, "--weights", "{face_w[extra]}"], "1 not in the model (first: bogus.weight)"),
+    ([*EVAL, "--weights", "{face_w[huge]}"], "bytes, more than FaceBoxes weights can be"),
     ([*EVAL, "--weights", "{lane_w[missing]}"], "does not fit the FaceBoxes weights"),
     ([*EVAL, "--weights", "{root}"], "no FaceBoxes weights"),
     # face-privacy generate
@@ -330,8 +333,9 @@ CASES = [
     ([*TRAIN, "--init", "{lane_w[shape]}"], "has shape"),
     ([*TRAIN, "--init", "{lane_w[int]}"], "holds torch.int64"),
     ([*TRAIN, "--init", "{lane_w[list]}"], "not a state dict"),
+    ([*TRAIN, "--init", "{lane_w[huge]}"], "bytes, more than light lane model weights can be"),
     ([*TRAIN, "--init", "{lane_w[empty]}"], "is not a torch"),
-    ([*TRAIN, "--init", "{face_w[missing]}"], "does not fit the light lane model weights"),
+    ([*TRAIN, "--init", "{face_w[missing]}"], "light lane model weights"),  # 4 MB: too big
     ([*TRAIN, "--init", "{lane_w[missing]}", "--model", "scnn"], "does not fit the scnn"),
     ([*TRAIN, "--init", "{root}/none.pt"], "no such file"),
     # lane-detection generate

@@ -1,7 +1,7 @@
-"""Model weights read safely: torch's weights-only loading (no pickled code runs), then the file
-checked against the model (every tensor there, of the model's shape and kind, finite) before any
-of it is copied in. A damaged, foreign or hand-edited file is one line naming it, and the model
-is left as it was."""
+"""Model weights read safely: torch's weights-only loading (no pickled code runs) of a file no
+larger than the model can explain, then the file checked against the model (every tensor there,
+of the model's shape and kind, finite) before any of it is copied in. A damaged, foreign or
+hand-edited file is one line naming it, and the model is left as it was."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def read_weights(path: str | Path, what: str = "weights") -> Any:
+def read_weights(path: str | Path, what: str = "weights", max_bytes: int | None = None) -> Any:
     """What a torch file holds, loaded with weights_only=True; a file torch refuses to load
-    safely, or cannot read, is one line naming it."""
+    safely, cannot read, or (with `max_bytes`) larger than that, is one line naming it."""
     import pickle
 
     import torch
@@ -33,6 +33,10 @@ def read_weights(path: str | Path, what: str = "weights") -> Any:
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"no {what} file at {path}")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidArgument(f"{path}: {size} bytes, more than {what} can be ({max_bytes} at "
+                              "most)")
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a pickle
@@ -113,7 +117,10 @@ def load_weights(model, path: str | Path, what: str = "weights", *,
     module's docstring); with `checkpoint_key`, a checkpoint holding the state dict under that
     key is accepted too."""
     path = Path(path)
-    state = state_dict_of(read_weights(path, what), path, what, checkpoint_key=checkpoint_key)
+    # the model's own bytes, four times over (float64 copies, a checkpoint's optimizer state)
+    room = 4 * sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 2**20
+    state = state_dict_of(read_weights(path, what, room), path, what,
+                          checkpoint_key=checkpoint_key)
     check_state_dict(model, state, path, what)
     model.load_state_dict(state)
     return model
