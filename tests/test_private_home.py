@@ -24,6 +24,7 @@ def test_the_first_command_makes_the_home_private(tmp_path, monkeypatch, capsys,
     os.chmod(tmp_path, 0o755)
     home = tmp_path / "a" / "home"
     monkeypatch.setenv("VEIL_HOME", str(home))
+    monkeypatch.setenv("VEIL_DRIVER", "copy")  # as root, a pool would be made (and left mounted)
     old = os.umask(0o022)
     try:
         main(argv)

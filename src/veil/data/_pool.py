@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class Pool:
     def recover(self) -> None:
         """Take away what a killed pool creation left: mounts of the unfinished pool file on the
         mount point, and the file itself. Call it under the home's lock."""
+        self._wait_for_stragglers()
         for _ in range(_STACKED_MOUNTS_MAX):
             mounts = self.mounts()
             if not mounts or not _is_ours(mounts[-1], self.tmp):
@@ -136,6 +138,15 @@ class Pool:
             run(["umount", str(self.mountpoint)],
                 "cannot take away a half-made pool's mount (is a process using it?)")
         self.tmp.unlink(missing_ok=True)
+
+    def _wait_for_stragglers(self, timeout: float = 60.0) -> None:
+        """A veil killed while it ran mkfs.btrfs or mount on the pool's files leaves that
+        command running (it is not veil's to stop): wait until no process names them, so that
+        its mount cannot race ours (before this wait, 2 of 16 random kills failed so)."""
+        names = {str(self.image).encode(), str(self.tmp).encode()}
+        deadline = time.monotonic() + timeout
+        while _processes_naming(names) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def mounts(self) -> list[str]:
         """What is mounted on the mount point, bottom first: each loop device's backing file
@@ -294,3 +305,16 @@ def _mount_sources(mountpoint: Path) -> list[str]:
         if _unescape(left.split()[4]) == real:
             out.append(_unescape(right.split()[1]))
     return out
+
+
+def _processes_naming(names: set[bytes]) -> list[int]:
+    """Other processes with one of `names` as an argument."""
+    found = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(p.name) != os.getpid() and names.intersection(args):
+            found.append(int(p.name))
+    return found
