@@ -218,12 +218,22 @@ def sweep(cfg: EvaluateConfig, alphas: str | None) -> list[float | None]:
     if cfg.alpha is not None and not cfg.noisy:
         raise InvalidArgument("--alpha applies only with --noisy")
     out: list[float | None] = [None]
-    if alphas:
+    if alphas is not None:  # the rules of veil.privacy.parse_alphas, without importing torch
+        items = [a.strip() for a in alphas.split(",")]
+        if "" in items:
+            raise InvalidArgument(f"--alphas {alphas!r} has an empty value (two commas in a "
+                                  "row, or one at an end)")
         try:
-            out += [float(a) for a in alphas.split(",") if a.strip()]
+            values = [float(a) for a in items]
         except ValueError:
             raise InvalidArgument(f"--alphas must be numbers separated by commas, not "
                                   f"{alphas!r}") from None
+        for a in values:
+            if a == 0:
+                raise InvalidArgument("--alphas: ALPHA 0 is the raw job, which is always written")
+            if values.count(a) > 1:
+                raise InvalidArgument(f"--alphas: ALPHA {a:g} is given twice")
+        out += values
     elif cfg.noisy:
         out = [cfg.alpha]
     for a in out:  # the bounds of veil.privacy's check_alpha, without importing torch here
