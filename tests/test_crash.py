@@ -259,7 +259,7 @@ def test_a_mount_left_running_by_a_killed_command_is_waited_for_not_raced(pool_h
     data.pool_detach()
     straggler = subprocess.Popen(  # a mount of the pool that is still on its way
         ["sh", "-c", 'sleep 0.5; exec mount -o loop "$0" "$1"', str(pool.image),
-         str(pool.mountpoint)], stderr=subprocess.PIPE)
+         str(pool.mountpoint)], stderr=subprocess.DEVNULL)
     try:
         assert (data.volume_path("ds") / "f.txt").read_text() == "kept"
         assert straggler.wait(timeout=30) == 0  # it was waited for, so it mounted unopposed
