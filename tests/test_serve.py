@@ -831,6 +831,102 @@ def test_start_first_removes_what_a_dead_server_of_its_name_left(served):
         serve.get_server("ghost")
 
 
+def test_cleanup_finds_every_process_of_a_server(served):
+    """Issue 15: what `stop` and `start` look for after a kill (`_leftovers`) is every process
+    of the server: also the daemon and the model stubs' multiprocessing helpers, whose command
+    lines name no folder of the server (the reliability run found two such helpers left)."""
+    from veil.serve._server import _leftovers
+
+    found = {p for p, _, _ in _leftovers(SERVER, None)}
+    assert found == set(server_processes(served))
+    assert not _leftovers("victim", None)  # and nothing of a server of another name
+
+
+_LATE_TRITON = """
+import os, signal, subprocess, sys, time
+stub, region, pids = sys.argv[1:4]
+def on_term(*_):  # as Triton loading a model when told to stop: it still starts its stub
+    subprocess.Popen([sys.executable, stub, region, pids])
+signal.signal(signal.SIGTERM, on_term)
+with open(pids, "a") as f:
+    f.write(f"{os.getpid()}\\n")
+while True:
+    time.sleep(0.1)
+"""
+_LATE_STUB = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stub waiting for its dead server
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+with open(sys.argv[2], "a") as f:
+    f.write(f"{os.getpid()}\\n{helper.pid}\\n")
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_cleanup_ends_processes_started_after_it_looked(served, tmp_path):
+    """Issue 15: a server SIGKILLed while Triton was loading its models. Triton, told to stop,
+    still started a model stub, after the cleanup had looked for processes; the stub, waiting
+    for its dead server, started its helpers and outlived Triton, with its folder and shared
+    memory. `stop` looks again until nothing of the server runs. Here laid out with stand-ins:
+    a "Triton" that starts a "stub" (and the stub a helper) only once sent SIGTERM."""
+    import secrets
+    import shutil
+    import signal
+    import tempfile
+
+    from veil.serve import ServerInfo
+    from veil.serve._server import _daemon_env, write_entry
+
+    home = Path(served.log).parent.parent
+    scratch = home / "serve" / ".ghost.tmp"
+    scratch.mkdir(mode=0o700)
+    ws = Path(tempfile.mkdtemp(prefix="veil-serve-", dir="/tmp"))
+    (scratch / "workspace").symlink_to(ws)
+    stub = Path(f"/tmp/folder{secrets.token_hex(3)}")
+    (stub / "1").mkdir(parents=True)
+    (stub / "1" / "model.py").write_text(_LATE_STUB)
+    region = Path(f"/dev/shm/pytrtion{os.getpid()}-{secrets.token_hex(4)}-late")
+    region.write_bytes(b"tensors")
+    pids = tmp_path / "pids"
+    triton = subprocess.Popen(
+        [sys.executable, "-c", _LATE_TRITON, str(stub / "1" / "model.py"), region.name,
+         str(pids), f"{ws}/w/tritonserver/bin/tritonserver-real"],
+        env=_daemon_env("ghost", None), start_new_session=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write_entry(ServerInfo(name="ghost", state="ready", pid=dead.pid, http_port=1,
+                           grpc_port=2, metrics_port=3, model_repo=REPO, repo_path="",
+                           proc_start=1), home)
+    _wait(lambda: pids.exists())
+
+    def stand_in(pid: int) -> bool:  # that pid still runs one of the stand-ins
+        args = " ".join(_cmdline(pid))
+        return pid_alive(pid) and (str(stub) in args or "time.sleep(120)" in args)
+
+    t0 = time.monotonic()
+    try:
+        assert serve.stop("ghost").was_running is False
+        spawned = [int(p) for p in pids.read_text().split()]
+        assert len(spawned) == 3  # the stand-ins for Triton, its stub and the stub's helper
+        _wait(lambda: triton.poll() is not None, 5)
+        assert [p for p in spawned[1:] if stand_in(p)] == []
+    finally:
+        for p in [int(p) for p in pids.read_text().split()]:
+            if stand_in(p):
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+        triton.kill()
+        triton.wait()
+        left = [p for p in (scratch, ws, stub, region) if p.exists()]
+        for p in left:  # a failed test leaves nothing either
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    assert time.monotonic() - t0 < 20
+    assert [str(p) for p in left] == []
+    with pytest.raises(NotFound):
+        serve.get_server("ghost")
+
+
 # ---------------------------------------------------------------------- issue 15: bad requests
 def _infer_body(inputs: list[dict], binary: bytes = b"") -> tuple[bytes, dict]:
     head = json.dumps({"inputs": inputs}).encode()

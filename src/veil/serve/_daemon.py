@@ -113,6 +113,13 @@ def _private_triton():
             if not self.secrets:  # PyTriton changed: refuse rather than expose a token
                 raise RuntimeError("PyTriton set no access restriction to hide; veil needs "
                                    "nvidia-pytriton 0.7")
+            # the shared memory Triton makes for its model stubs is named from this prefix:
+            # note it before Triton starts, so a cleanup after a kill while starting finds the
+            # regions of stubs it made but did not start, or that no process names any more
+            from veil.serve._server import write_outside
+
+            self.shm_prefix = self._python_backend_config["shm-region-prefix-name"]
+            write_outside(Path(os.environ["TMPDIR"]), [], self.shm_prefix)
 
         def _prepare_triton_inference_server(self):
             path = super()._prepare_triton_inference_server()
@@ -135,10 +142,9 @@ def _private_triton():
                 os.environ.pop(SECRETS_ENV, None)
             # Triton's Python backend makes its shared memory (the tensors to and from the
             # model stubs) 0644 whatever the umask; make it its owner's before any request
-            prefix = self._python_backend_config["shm-region-prefix-name"]
-            for region in Path("/dev/shm").glob(f"{prefix}*"):
+            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
                 region.chmod(0o600)
-            self.record_outside(prefix)
+            self.record_outside(self.shm_prefix)
 
         def record_outside(self, prefix: str) -> None:
             """Note in the scratch folder what this server uses outside it (the stubs' folders

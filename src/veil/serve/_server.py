@@ -236,13 +236,22 @@ def _free_port(taken: set[int]) -> int:
             return port
 
 
-def _daemon_env() -> dict[str, str]:
-    """The server's environment. PyTriton's Python backend stub links against libpython: on a
-    Python built with a shared library outside the system paths (pyenv, conda), Triton needs
-    that library's folder on LD_LIBRARY_PATH."""
+# Set in the environment of server NAME's process to its scratch folder, so every process it
+# starts (Triton's launcher, Triton, the model stubs, the stubs' multiprocessing helpers, a
+# child forked but not yet exec'd) carries it in /proc/PID/environ: how `clean_leftovers` finds
+# them all, including those whose command line names no folder of the server.
+SERVER_ENV = "VEIL_SERVE_SERVER"
+
+
+def _daemon_env(name: str, home: Path | None) -> dict[str, str]:
+    """The environment of server `name`: ours, with SERVER_ENV marking its processes.
+    PyTriton's Python backend stub links against libpython: on a Python built with a shared
+    library outside the system paths (pyenv, conda), Triton needs that library's folder on
+    LD_LIBRARY_PATH."""
     import sysconfig
 
     env = dict(os.environ)
+    env[SERVER_ENV] = str(scratch_dir(home, name))
     libdir = sysconfig.get_config_var("LIBDIR")
     if libdir:
         paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
@@ -318,7 +327,7 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
         server = process.spawn_detached(
             [sys.executable, "-m", "veil.serve._daemon", "--name", name], log=info.log,
             input=json.dumps({"info": asdict(info), "home": str(home or veil_home())}).encode(),
-            env=_daemon_env(), what=f"server {name!r}")
+            env=_daemon_env(name, home), what=f"server {name!r}")
         return _wait_ready(name, server.pid, timeout, home)
     except BaseException:
         pid = server.pid if server is not None else None
@@ -407,21 +416,45 @@ def _cmdline(pid: int) -> list[str]:
     return raw.decode(errors="replace").split("\0")[:-1]
 
 
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        return entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _ancestors() -> set[int]:
+    """This process and those above it: never a leftover, whatever their environment says."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        fields = process._stat(pid)
+        pid = int(fields[1]) if fields else 0
+    return out
+
+
 def _leftovers(name: str, home: Path | None) -> list[tuple[int, int | None, list[str]]]:
-    """(pid, start time, arguments) of this user's processes that run from server `name`'s
-    scratch folder or workspace: Triton, its launcher and its model stubs."""
+    """(pid, start time, arguments) of this user's processes of server `name`: those with its
+    mark in their environment (SERVER_ENV: all a server started), and those that run from its
+    scratch folder or workspace (Triton, its launcher and its model stubs; also those of a
+    server started before the mark)."""
     ws = workspace_dir(home, name)
-    marks = [f"{scratch_dir(home, name)}/", *([f"{ws}/"] if ws is not None else [])]
-    out = []
+    scratch = scratch_dir(home, name)
+    marks = [f"{scratch}/", *([f"{ws}/"] if ws is not None else [])]
+    entry = f"{SERVER_ENV}={scratch}".encode()
+    mine, out = _ancestors(), []
     for p in Path("/proc").glob("[0-9]*"):
+        pid = int(p.name)
         try:
-            if p.stat().st_uid != os.getuid():
+            if p.stat().st_uid != os.getuid() or pid in mine:
                 continue
         except OSError:
             continue
-        args = _cmdline(int(p.name))
-        if any(m in a for a in args for m in marks):
-            out.append((int(p.name), proc_start_time(int(p.name)), args))
+        args = _cmdline(pid)
+        if any(m in a for a in args for m in marks) or _environ_has(pid, entry):
+            start = proc_start_time(pid)
+            if start is not None:
+                out.append((pid, start, args))
     return out
 
 
@@ -441,6 +474,8 @@ def _stub_files(procs: list[tuple[int, int | None, list[str]]]) -> list[Path]:
 
 
 _OUTSIDE = "outside.json"
+# clean_leftovers: seconds for a dead server's processes to end on SIGTERM, then to be gone
+TERM_WAIT, KILL_WAIT = 3.0, 15.0
 
 
 def write_outside(scratch: Path, files: list[Path], shm_prefix: str) -> None:
@@ -467,20 +502,44 @@ def _read_outside(scratch: Path) -> list[Path]:
 def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> None:
     """With NAME's lock held and no live server of that name: end the processes a dead server
     of that name left, remove its scratch folder (PyTriton's workspace), its half-written
-    records, and `files` with those of its leftover stubs (`_stub_files`) that are ours."""
+    records, and `files` with those of its leftover stubs (`_stub_files`) that are ours.
+
+    What is left may still start processes: a Triton still loading models when its server was
+    killed starts their stubs, even once told to stop, and a stub starts its helpers. So the
+    search is repeated until it finds nothing running: SIGTERM (Triton cleans up on it) to each
+    process as it is found, for up to TERM_WAIT s, then SIGKILL to whatever is found, until a
+    search finds nothing or KILL_WAIT s have passed."""
     import shutil
     import signal
 
-    procs = _leftovers(name, home)
+    seen: dict[tuple[int, int | None], list[str]] = {}
+
+    def running() -> list[tuple[int, int | None]]:
+        for p, s, args in _leftovers(name, home):
+            seen.setdefault((p, s), args)
+        return [(p, s) for (p, s) in seen if pid_alive(p, s)]
+
+    def send(procs, sig) -> None:
+        for p, s in procs:
+            if pid_alive(p, s):  # that very process, not a reused pid
+                with contextlib.suppress(OSError):
+                    os.kill(p, sig)
+
+    termed: set[tuple[int, int | None]] = set()
+    deadline = time.monotonic() + TERM_WAIT
+    while (alive := running()) and time.monotonic() < deadline:
+        send([p for p in alive if p not in termed], signal.SIGTERM)
+        termed.update(alive)
+        time.sleep(0.05)
+    deadline = time.monotonic() + KILL_WAIT
+    while (alive := running()) and time.monotonic() < deadline:
+        send(alive, signal.SIGKILL)
+        # SIGKILL takes effect when the process is next scheduled; search again once it has
+        gone = time.monotonic() + 2.0
+        while any(pid_alive(p, s) for p, s in alive) and time.monotonic() < gone:
+            time.sleep(0.02)
+    procs = [(p, s, args) for (p, s), args in seen.items()]
     files = [*files, *_stub_files(procs), *_read_outside(scratch_dir(home, name))]
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):  # Triton cleans on TERM
-        alive = [(p, s) for p, s, _ in procs if pid_alive(p, s)]
-        for p, _ in alive:
-            with contextlib.suppress(OSError):
-                os.kill(p, sig)
-        deadline = time.monotonic() + wait
-        while any(pid_alive(p, s) for p, s in alive) and time.monotonic() < deadline:
-            time.sleep(0.05)
     remove_scratch(home, name)
     for tmp in _dir(home).glob(f".{name}.json.*.tmp"):
         writer = tmp.name.removeprefix(f".{name}.json.").removesuffix(".tmp")
