@@ -247,7 +247,9 @@ def run(cfg: dict) -> int:
         # Unix sockets need paths under 108 bytes, which a home's path may not leave:
         # PyTriton's workspace is a private folder in /tmp, linked from the scratch folder
         short = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
-        (scratch / "workspace").symlink_to(tempfile.mkdtemp(prefix="veil-serve-", dir=short))
+        workspace = tempfile.mkdtemp(prefix="veil-serve-", dir=short)
+        (scratch / "workspace").symlink_to(workspace)
+        print(f"veil serve: workspace {workspace}", flush=True)
         os.environ["TMPDIR"] = str(scratch)
         tempfile.tempdir = None
         return _run(home, info, stop, starting)
