@@ -72,7 +72,7 @@ from veil import process, serve  # noqa: E402
 from veil.cli import main as cli_main  # noqa: E402
 from veil.errors import NotFound  # noqa: E402
 from veil.process import pid_alive  # noqa: E402
-from veil.solutions.face_privacy import _model, _serving  # noqa: E402
+from veil.solutions import face_privacy as fp  # noqa: E402
 
 OTHER = "steady"
 
@@ -128,7 +128,7 @@ def bad_input(home: Path, processes: bool) -> dict:
 def _serving_ok(info) -> bool:
     try:
         return http_request(info.http_port, "GET", "/v2/health/live")[0] == 200 and \
-            http_request(info.http_port, "GET", f"/v2/models/{_serving.BASE}/ready")[0] == 200
+            http_request(info.http_port, "GET", f"/v2/models/{fp.BASE}/ready")[0] == 200
     except OSError:
         return False
 
@@ -138,7 +138,7 @@ def malformed(info, model, rounds: int) -> list[dict]:
     import tritonclient.grpc as tg
     from tritonclient.utils import InferenceServerException
 
-    http_cases = malformed_requests(_serving.BASE)
+    http_cases = malformed_requests(fp.BASE)
     tried = held = 0
     failed = []
     for _ in range(rounds):
@@ -162,7 +162,7 @@ def malformed(info, model, rounds: int) -> list[dict]:
                 inp = tg.InferInput(name, list(arr.shape), dtype)
                 inp.set_data_from_numpy(arr)
                 try:
-                    g.infer(_serving.BASE, [inp])
+                    g.infer(fp.BASE, [inp])
                     ok = False
                 except InferenceServerException as e:
                     ok = bool(str(e).strip())
@@ -175,7 +175,7 @@ def malformed(info, model, rounds: int) -> list[dict]:
     a = torch.randn(2, 128, 32, 32)
     with torch.no_grad():
         want = model.forward_tail(a)[0].numpy()
-    with serve.Client(info.name, _serving.BASE) as c:
+    with serve.Client(info.name, fp.BASE) as c:
         right = bool(np.allclose(c.send(a)[0], want, atol=1e-4))
     note = f"{len(http_cases)} HTTP and {len(MALFORMED_GRPC)} gRPC cases x {rounds}; a good " \
            f"request afterwards {'right' if right else 'WRONG'}"
@@ -200,7 +200,7 @@ def another_user(info, home: Path) -> list[dict]:
     home.chmod(0o755)  # a home another user can enter
     try:
         args = {"token": token.decode(), "pids": pids, "trees": [str(home), *workspaces],
-                "shm": regions, "port": info.http_port, "model": _serving.BASE}
+                "shm": regions, "port": info.http_port, "model": fp.BASE}
         p = subprocess.run([sys.executable, "-c", AS_NOBODY], input=json.dumps(args),
                            capture_output=True, text=True, timeout=120)
     finally:
@@ -511,9 +511,9 @@ def main() -> int:
     rows: list[dict] = []
     trials: list[dict] = []
     try:
-        _serving.export_models(REPO)
+        fp.export_models(REPO)
         make_repositories()  # the bad-input table's volumes
-        model = _model.load_model("cpu")
+        model = fp.load_model("cpu")
         rows.append(bad_input(home, args.processes))
         t_start = time.monotonic()
         other = serve.start(REPO, name=OTHER)
