@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT_DIR))  # the bad-input tables live with the tests
 
 from tests.badinput import home_state  # noqa: E402
 
+from reliability_rows import Row, check  # noqa: E402  (beside this script)
 from veil import data  # noqa: E402
 from veil.cli import main  # noqa: E402
 
@@ -64,33 +64,6 @@ OPS = [
     ("volume delete", ["volume", "delete", "victim", "--with-snapshots"], ["volume.delete"], []),
     ("volume create", ["volume", "create", "new"], ["volume.create"], []),
 ]
-
-
-class Row:
-    def __init__(self, check: str):
-        self.check, self.tried, self.held, self.failures = check, 0, 0, []
-        self.notes: list[str] = []
-
-    def trial(self, fn: Callable[..., object], *args, **kwargs) -> None:
-        """Run one trial now: ``fn(*args, **kwargs)`` holds unless it raises."""
-        self.tried += 1
-        try:
-            fn(*args, **kwargs)
-            self.held += 1
-        except Exception as e:  # a trial that did not hold is reported, not hidden
-            self.failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
-
-    def as_dict(self) -> dict:
-        notes = list(self.notes)
-        if self.failures:
-            notes.append(f"{len(self.failures)} did not hold, first: {self.failures[0]}")
-        return {"check": self.check, "tried": self.tried, "held": self.held,
-                "notes": "; ".join(notes)}
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise AssertionError(what)
 
 
 # -- homes -----------------------------------------------------------------------------------------
