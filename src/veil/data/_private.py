@@ -9,6 +9,8 @@ import os
 import stat
 from pathlib import Path
 
+from veil._config import home_dir
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _OTHERS = 0o077  # the group's and others' permission bits
@@ -29,7 +31,7 @@ def private_home(path: Path) -> Path:
     veil home already (made by an older veil), never when it is a folder shared by design such
     as /tmp (sticky)."""
     if not path.exists():
-        return private_dir(path)
+        return home_dir(path)
     if path.parent != path and ((path / "veil.db").exists() or not any(path.iterdir())):
         tighten(path)
     return path
