@@ -6,13 +6,15 @@ import sqlite3
 import sys
 
 import typer
+import typer.main
 
 from veil import __version__
-from veil.cli import export, pool, privacy, sched, serve, snapshot, solutions, volume
+from veil.cli import _demo, export, pool, privacy, sched, serve, snapshot, solutions, volume
+from veil.cli._help import tidy
 from veil.cli._render import err_console
 from veil.cli.doctor import doctor
 from veil.cli.lineage import lineage
-from veil.errors import InvalidArgument, VeilError
+from veil.errors import VeilError
 
 try:  # typer >= 0.20 carries its own copy of click; older ones use click itself
     from typer._click import exceptions as click_errors
@@ -45,24 +47,7 @@ app.command("why")(sched.why)
 app.command("delete")(sched.delete)
 app.command("logs")(sched.logs)
 app.command("report")(sched.report)
-
-
-@app.command("demo")
-def demo(
-    which: str = typer.Argument("faces", help="faces: confidential face detection (TR-4928), "
-                                "7-11 min; volumes: snapshots, clones and restore."),
-) -> None:
-    """Run a narrated demo on generated data, in a home of its own (./.veil-demo)."""
-    if which == "faces":
-        from veil.cli._demo_faces import run_face_demo
-
-        run_face_demo()
-    elif which == "volumes":
-        from veil.cli._demo import run_demo
-
-        run_demo()
-    else:
-        raise InvalidArgument(f"no demo {which!r}: choose faces or volumes")
+app.command("demo")(_demo.demo)
 
 
 def _version(value: bool) -> None:
@@ -95,7 +80,8 @@ def _usage_error(e: click_errors.ClickException) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors end in one line on stderr and a non-zero exit code."""
     try:
-        rv = app(args=argv, prog_name="veil", standalone_mode=False)
+        command = tidy(typer.main.get_command(app))
+        rv = command.main(args=argv, prog_name="veil", standalone_mode=False)
         code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
     except click_errors.ClickException as e:
         code = _usage_error(e)

@@ -12,11 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import typer
 from rich.table import Table
 
 from veil import data
 from veil.cli._render import console
-from veil.errors import VeilError
+from veil.errors import InvalidArgument, VeilError
 
 N_FILES = 2000
 FILE_SIZE = 128 * 1024  # 2,000 x 128 KiB = 250 MiB of "images"
@@ -124,3 +125,18 @@ def run_demo() -> None:
         console.print("\nDetached the demo's btrfs pool; any veil command with "
                       f"VEIL_HOME={home} mounts it again.")
     console.print(f"\nExplore: VEIL_HOME={home} veil volume list    (remove it: rm -rf {home})")
+
+
+def demo(
+    which: str = typer.Argument("faces", help="faces: confidential face detection (TR-4928), "
+                                "7-11 min; volumes: snapshots, clones and restore."),
+) -> None:
+    """Run a narrated demo on generated data, in a home of its own (./.veil-demo)."""
+    if which == "faces":
+        from veil.cli._demo_faces import run_face_demo
+
+        run_face_demo()
+    elif which == "volumes":
+        run_demo()
+    else:
+        raise InvalidArgument(f"no demo {which!r}: choose faces or volumes")
