@@ -166,3 +166,21 @@ def test_volume_with_snapshots_deletes_with_them(home):
     data.create_snapshot("ds", "s2")
     data.delete_volume("ds", with_snapshots=True)
     assert state() == ([], [])
+
+
+def test_latest_names_the_newest_snapshot(home):
+    vol = populated("ds")
+    with pytest.raises(NotFound, match="no snapshots, so none is latest"):
+        data.clone_volume("ds", "c0", snapshot="latest")
+    data.create_snapshot("ds", name="first")
+    (vol.path / "new.txt").write_text("second")
+    data.create_snapshot("ds", name="second")
+    (vol.path / "new.txt").write_text("live")
+    clone = data.clone_volume("ds", "c1", snapshot="latest")
+    assert (clone.path / "new.txt").read_text() == "second"
+    assert data.get_volume("c1").origin_snapshot == "second"
+    data.restore_snapshot("ds", "latest")
+    assert (vol.path / "new.txt").read_text() == "second"
+    with pytest.raises(InvalidArgument, match="newest snapshot"):
+        data.create_snapshot("ds", name="latest")
+    assert [s.name for s in data.list_snapshots("ds")] == ["first", "second"]

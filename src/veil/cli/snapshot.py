@@ -60,10 +60,12 @@ def delete(
 
 
 @app.command("restore")
-def restore(volume: str, snapshot: str, as_json: bool = JSON) -> None:
+def restore(volume: str,
+            snapshot: str = typer.Argument(..., help="Its name, or latest for the newest."),
+            as_json: bool = JSON) -> None:
     """Make a volume's content that of its snapshot (the snapshot stays)."""
     with BarProgress() as bar:
         v = data.restore_snapshot(volume, snapshot, progress=bar)
     if as_json:
         return print_json(v)
-    console.print(f"Volume '{volume}' restored from snapshot '{snapshot}'.")
+    console.print(f"Volume '{volume}' restored from snapshot '{v.restored_from or snapshot}'.")

@@ -78,7 +78,8 @@ def clone(
     source: str = typer.Argument(..., help="The volume to clone."),
     new: str = typer.Argument(..., help="The new volume's name."),
     snapshot: str = typer.Option(None, "--snapshot", "-s",
-                                 help="Clone this snapshot (default: snapshot the live volume)."),
+                                 help="Clone this snapshot (latest: the newest; default: "
+                                      "snapshot the live volume)."),
     size: str = typer.Option(None, "--size", help="Size limit (default: the source's)."),
     label: list[str] = typer.Option(None, "--label", help="key=value, repeatable."),
     as_json: bool = JSON,

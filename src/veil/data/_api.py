@@ -18,7 +18,7 @@ from veil.data._drivers._base import Driver, Progress, failpoint
 from veil.data._names import MAX_NAME, check_labels, parse_labels, parse_size, validate_name
 from veil.data._private import DIR_MODE
 from veil.data._store import SnapshotRow, Store, VolumeRow, exclusive, try_exclusive
-from veil.errors import AlreadyExists, InUse, NotFound
+from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,15 @@ class _Home:
         return row
 
     def snapshot(self, volume: VolumeRow, name: str) -> SnapshotRow:
+        """The snapshot `name` of `volume`; `latest` is its newest snapshot (unless one is
+        named so, which only a home from before `latest` was reserved can hold)."""
         validate_name(name, "snapshot name")
         row = self.store.snapshot(volume.id, name)
+        if row is None and name == LATEST:
+            rows = self.store.snapshots(volume.id)
+            if not rows:
+                raise NotFound(f"volume {volume.name!r} has no snapshots, so none is latest")
+            return rows[-1]
         if row is None:
             raise NotFound(f"volume {volume.name!r} has no snapshot named {name!r} "
                            f"(see `veil snapshot list {volume.name}`)")
@@ -194,6 +201,10 @@ def _forget_snapshot(db, snapshot_id: str) -> None:
                "origin_snapshot = origin_snapshot || ' (deleted)' "
                "WHERE origin_snapshot_id = ?", (snapshot_id,))
     db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+
+LATEST = "latest"
+"""The name that stands for a volume's newest snapshot wherever a snapshot is named."""
 
 
 def _dt(ts: float) -> datetime:
@@ -373,6 +384,9 @@ def create_snapshot(
     timestamp (``snap-YYYY-MM-DD-HH-MM-SS``)."""
     if name is not None:
         validate_name(name, "snapshot name")
+        if name == LATEST:
+            raise InvalidArgument(f"{LATEST!r} stands for a volume's newest snapshot: choose "
+                                  "another name")
     lab = _labels(labels)
     with _writing(home, f"snapshotting {volume}") as h:
         vrow = h.volume(volume)
