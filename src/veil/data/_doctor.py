@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil._config import veil_home
-from veil.data._drivers import can_create_pool, data_dir, fs_type
+from veil.data._drivers import can_create_pool, choose, data_dir, fs_type
 from veil.data._drivers._base import reflink_works
-from veil.data._pool import Pool, PoolInfo, _kernel_has_btrfs
+from veil.data._pool import Pool, PoolInfo, _kernel_has_btrfs, mount_of
 from veil.data._private import is_private
 
 _COST = {
@@ -91,29 +91,49 @@ def doctor(*, home: Path | str | None = None) -> DoctorReport:
         checks.append(Check("btrfs quotas (sizes enforced)", enforces,
                             "enabled" if enforces else "disabled or not readable"))
     hints: list[str] = []
-    if choice.driver == "copy":
-        hints.append("for O(1) snapshots and clones: run veil as root (it creates a loop-backed "
-                     "btrfs pool in the veil home), or set VEIL_DATA_DIR to a directory on btrfs")
-        hints.append("for per-file copy-on-write: set VEIL_DATA_DIR to a directory on XFS "
-                     "(reflink=1) or btrfs")
-        if not pool_ok and "btrfs-progs" in pool_why:
-            hints.append("install btrfs-progs: apt-get install btrfs-progs")
-    elif choice.driver == "reflink":
-        hints.append("for O(1) snapshots and clones: run veil as root (loop-backed btrfs pool), "
-                     "or set VEIL_DATA_DIR to a directory on btrfs")
-    elif not enforces:
-        hints.append("volume sizes are not enforced: enable btrfs quotas as root "
-                     "(`btrfs quota enable MOUNTPOINT`)")
-    if not private:
-        hints.append(f"keep what veil stores to yourself: chmod 700 {path}")
     if saved and choice.driver != "btrfs":
         hints.append("this home already holds volumes in the "
                      f"{choice.driver} format; a faster driver applies to a new VEIL_HOME")
+    forced = os.environ.get("VEIL_DRIVER")
+    best = choose(path) if forced and not saved and choice.driver != "btrfs" else choice
+    if best.driver != choice.driver:  # VEIL_DRIVER keeps a faster driver from being used
+        hints.append(f"VEIL_DRIVER={forced} is set: without it veil would use the "
+                     f"{best.driver} driver ({best.reason})")
+    else:
+        hints += _faster(choice.driver)
+    if choice.driver == "btrfs" and not enforces:
+        mount = mount_of(choice.root if choice.root.exists() else data)
+        hints.append("volume sizes are not enforced: enable btrfs quotas as root "
+                     f"(`btrfs quota enable {mount[0] if mount else 'MOUNTPOINT'}`)")
+    if not private:
+        hints.append(f"keep what veil stores to yourself: chmod 700 {path}")
     return DoctorReport(
         home=path, data_dir=data, driver=choice.driver, reason=choice.reason,
         cost=_COST[choice.driver], enforces_size=enforces, sizes=sizes, saved=saved,
         checks=checks, hints=hints, pool=pool.info() if pool.exists() else None,
     )
+
+
+def _faster(driver: str) -> list[str]:
+    """The steps this machine lacks for a faster driver than `driver`, and only those: a root
+    user is not told to become root."""
+    if driver == "btrfs":
+        return []
+    pool = "veil creates a loop-backed btrfs pool in the veil home"
+    progs = shutil.which("mkfs.btrfs") is not None and shutil.which("btrfs") is not None
+    if os.geteuid() != 0:
+        step = f"run veil as root{'' if progs else ', with btrfs-progs installed'} ({pool})"
+    elif not _kernel_has_btrfs():
+        step = f"a kernel with btrfs support (`modprobe btrfs`); then {pool}"
+    elif not progs:
+        step = f"install btrfs-progs (`apt-get install btrfs-progs`); then {pool}"
+    else:
+        step = None
+    hints = [f"for O(1) snapshots and clones: {step}"] if step else []
+    if driver == "copy":  # FICLONE fails on the data directory, or this home keeps its format
+        hints.append("for per-file copy-on-write: set VEIL_DATA_DIR to a directory on XFS "
+                     "(reflink=1) or btrfs")
+    return hints
 
 
 def pool_show(*, home: Path | str | None = None) -> PoolInfo:
