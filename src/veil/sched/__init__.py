@@ -11,21 +11,35 @@ from veil.sched._agent import Agent, log_path
 from veil.sched._api import (
     JobRow,
     ProjectRow,
+    RecentJobs,
     add_node,
     create_project,
     delete_jobs,
     delete_node,
     delete_project,
     get_job,
+    get_project,
     history,
     job_log,
     list_jobs,
     list_nodes,
     list_projects,
+    recent_jobs,
     submit,
     why,
 )
-from veil.sched._policy import Cluster, Cycle, Job, Node, Preemption, Project, fair_shares, schedule
+from veil.sched._policy import (
+    Cluster,
+    Cycle,
+    Job,
+    Node,
+    Preemption,
+    Project,
+    fair_shares,
+    gpus_text,
+    placement_text,
+    schedule,
+)
 
 # name -> (module, attribute), imported on first use
 _LAZY = {"emit_k8s": ("_k8s", "emit"), "plot_history": ("_report", "plot_history")}
@@ -43,7 +57,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["Agent", "Cluster", "Cycle", "Job", "JobRow", "Node", "Preemption", "Project",
-           "ProjectRow", "add_node", "create_project", "delete_jobs", "delete_node",
-           "delete_project", "emit_k8s", "fair_shares", "get_job", "history", "job_log",
-           "list_jobs", "list_nodes", "list_projects", "log_path", "plot_history", "schedule",
-           "submit", "why"]
+           "ProjectRow", "RecentJobs", "add_node", "create_project", "delete_jobs",
+           "delete_node", "delete_project", "emit_k8s", "fair_shares", "get_job", "get_project",
+           "gpus_text", "history", "job_log", "list_jobs", "list_nodes", "list_projects",
+           "log_path", "placement_text", "plot_history", "recent_jobs", "schedule", "submit",
+           "why"]

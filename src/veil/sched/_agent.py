@@ -42,6 +42,7 @@ from veil.errors import InUse, InvalidArgument, VeilError
 from veil.process import Proc, group_members, signal_group, spawn_detached
 from veil.sched._api import TOMBSTONE, jobs_dir, log_path, run_cycle, transaction
 from veil.sched._launch import ABANDONED, claim, read_claim
+from veil.sched._policy import placement_text
 
 SITE = Path(__file__).parent / "_site"
 MIN_INTERVAL, MAX_INTERVAL, MAX_GRACE = 0.05, 3600.0, 3600.0
@@ -113,7 +114,10 @@ class Agent:
         self.stopping: dict[str, float] = {}  # job -> when SIGTERM was sent
 
     # ------------------------------------------------------------------ one pass
-    def reconcile(self, log: Callable[[str], None] = lambda m: None) -> dict[str, list[str]]:
+    def reconcile(self, log: Callable[[str], None] = lambda m: None, *,
+                  start: bool = True) -> dict[str, list[str]]:
+        """One pass: record the processes that ended, stop the ones to stop and, with `start`,
+        start the jobs allocated GPUs. Returns the jobs each action touched."""
         done: dict[str, list[str]] = {"started": [], "stopped": [], "ended": [],
                                       "requeued": [], "adopted": []}
         now = time.time()
@@ -178,8 +182,9 @@ class Agent:
             to_start = [r for r in db.execute("SELECT * FROM jobs WHERE state='running' AND "
                                               "pids IS NULL AND launch IS NULL ORDER BY seq")
                         .fetchall()
-                        if not any((n, g) in busy for n, gpus in json.loads(r["placement"])
-                                   for g in gpus)]
+                        if start and not any((n, g) in busy
+                                             for n, gpus in json.loads(r["placement"])
+                                             for g in gpus)]
             launches = {}
             for r in to_start:  # committed before any process exists
                 launches[r["name"]] = f"{r['name']}.{secrets.token_hex(4)}"
@@ -230,8 +235,8 @@ class Agent:
         elif r["state"] == "running":  # ranks that started wait for the others: stop them
             db.execute("UPDATE jobs SET state='pending', held=placement, placement=NULL, "
                        "stop_requested=?, reason=? WHERE name=?",
-                       (now, f"its launch was cut short (ranks {missing} never started); "
-                        "requeued", name))
+                       (now, f"its launch was cut short (rank{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(map(str, missing))} never started); requeued", name))
             done["requeued"].append(name)
 
     def _forget(self, stem: str, n: int) -> None:
@@ -283,7 +288,7 @@ class Agent:
         pids = []
         logfile = log_path(name, self.home)
         with open(logfile, "ab") as out:
-            out.write(f"--- veil: starting {name} on {placement}\n".encode())
+            out.write(f"--- veil: starting {name} on {placement_text(placement)}\n".encode())
         for rank, (node, gpus) in enumerate(placement):
             env = dict(base, CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)), VEIL_NODE=node)
             if world > 1:
@@ -295,7 +300,7 @@ class Agent:
                  str(_exit_path(launch, rank, self.home)), "--", *command],
                 log=logfile, env=env, what=f"job {name!r} (rank {rank})"))
             _failpoint("sched.launch.spawned")  # each rank, before the job is recorded
-        log(f"started {name} on {placement}")
+        log(f"started {name} on {placement_text(placement)}")
         return pids
 
     def _stop(self, r, done, log) -> None:
@@ -309,30 +314,68 @@ class Agent:
             signal_group(g, sig)
         if name not in done["stopped"]:
             done["stopped"].append(name)
-            log(f"stopping {name} ({r['state']}: {r['reason']})")
+            log(f"stopping {name}: {r['reason']}")
 
     # ------------------------------------------------------------------ the loop
     def run(self, *, interval: float = 0.5, once: bool = False,
             log: Callable[[str], None] = print) -> None:
-        """Reconcile every `interval` seconds until SIGTERM or SIGINT. One agent per home: a
-        second is refused while the first runs."""
+        """Reconcile every `interval` seconds until SIGTERM or SIGINT. Then, starting nothing
+        more, finish stopping the jobs being stopped (deleted or preempted: SIGKILL after the
+        grace period) and leave; a second signal leaves at once. Running jobs outlive the
+        agent. One agent per home: a second is refused while the first runs."""
         check_settings(interval, self.grace)
         with self._only_agent():
-            stop = {"now": False}
+            signals = []
 
             def on_signal(signum, _frame):
-                stop["now"] = True
+                signals.append(signum)
 
             if not once:
                 signal.signal(signal.SIGTERM, on_signal)
                 signal.signal(signal.SIGINT, on_signal)
-                log(f"veil scheduler: agent running (every {interval:g} s); jobs outlive it")
+                log(f"veil scheduler: agent running (pid {os.getpid()}, every {interval:g} s). "
+                    "Jobs outlive it: stop them with veil job delete, then the agent with "
+                    "Ctrl-C or kill")
             self.sweep()
             while True:
-                self.reconcile(log)
-                if once or stop["now"]:
+                self.reconcile(log, start=not signals)
+                if once or signals:
                     break
-                time.sleep(interval)
+                deadline = time.monotonic() + interval
+                while not signals and time.monotonic() < deadline:
+                    time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            if not once:
+                self._drain(signals, log)
+
+    def _drain(self, signals: list, log: Callable[[str], None]) -> None:
+        """The agent's last passes: the jobs being stopped are stopped (SIGKILL after the grace
+        period), nothing is started, a second signal cuts it short."""
+        deadline = time.monotonic() + self.grace + 5.0  # SIGKILLed processes take a moment
+        told = False
+        while len(signals) < 2 and time.monotonic() < deadline:
+            left = self._stopping()
+            if not left:
+                break
+            if not told:
+                log(f"veil scheduler: stopping {', '.join(left)} before leaving (SIGKILL after "
+                    f"{self.grace:g} s; signal again to leave now)")
+                told = True
+            time.sleep(0.1)
+            self.reconcile(log, start=False)
+        with transaction(self.home) as db:
+            running = [r["name"] for r in db.execute(
+                "SELECT name FROM jobs WHERE pids IS NOT NULL ORDER BY seq")]
+        if running:
+            log(f"veil scheduler: agent stopped; {len(running)} job(s) still run and outlive it "
+                f"({', '.join(running)}): veil job delete stops them while an agent runs")
+        else:
+            log("veil scheduler: agent stopped; no job runs")
+
+    def _stopping(self) -> list[str]:
+        """Jobs whose processes are being stopped (deleted, preempted, past a time limit)."""
+        with transaction(self.home) as db:
+            return [r["name"] for r in db.execute(
+                "SELECT name FROM jobs WHERE state!='running' AND pids IS NOT NULL ORDER BY seq")]
 
     @contextlib.contextmanager
     def _only_agent(self):

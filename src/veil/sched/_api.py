@@ -16,7 +16,7 @@ from pathlib import Path
 
 from veil._config import home_dir, veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
-from veil.sched._policy import EPS, Cycle, Job, Node, Project, schedule
+from veil.sched._policy import EPS, Cycle, Job, Node, Project, placement_text, schedule
 
 # Bounds (docs/scheduling.md, "Bad input"): what a node, a job and a project can ever hold.
 MAX_NODE_GPUS = 1024
@@ -27,6 +27,7 @@ MAX_WEIGHT = 1e6
 MAX_TIME_LIMIT = 366 * 86400  # seconds
 MAX_COMMAND_BYTES = 128 * 1024  # Linux's limit for one argument (MAX_ARG_STRLEN)
 TOMBSTONE = "~"  # prefix of a deleted job whose name was reused while its processes stop
+RECENT_S = 3600.0  # `veil job list` shows jobs that ended this many seconds ago or less
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -244,8 +245,17 @@ def list_projects(*, home: Path | None = None) -> list[ProjectRow]:
                        counts.get((p.name, "pending"), 0)) for p in projects.values()]
 
 
+def get_project(name: str, *, home: Path | None = None) -> ProjectRow:
+    """One project as `list_projects` shows it."""
+    for p in list_projects(home=home):
+        if p.name == name:
+            return p
+    raise NotFound(f"no project {name!r} (veil project list)")
+
+
 def add_node(name: str, gpus: int, labels: dict[str, str] | None = None, *,
-             home: Path | None = None) -> None:
+             home: Path | None = None) -> dict:
+    """Add a node; returns it as `list_nodes` shows it."""
     _check_name(name, "node name")
     if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_NODE_GPUS:
         raise InvalidArgument(f"--gpus must be a whole number from 0 to {MAX_NODE_GPUS}, not "
@@ -255,6 +265,8 @@ def add_node(name: str, gpus: int, labels: dict[str, str] | None = None, *,
             raise AlreadyExists(f"node {name!r} already exists")
         db.execute("INSERT INTO nodes VALUES (?, ?, ?)", (name, gpus, json.dumps(labels or {})))
         run_cycle(db)
+        nodes, jobs = _nodes(db), _jobs(db)
+    return next(n for n in _node_rows(nodes, jobs) if n["name"] == name)
 
 
 def delete_node(name: str, *, home: Path | None = None) -> None:
@@ -269,8 +281,13 @@ def delete_node(name: str, *, home: Path | None = None) -> None:
 
 
 def list_nodes(*, home: Path | None = None) -> list[dict]:
+    """Nodes with their GPUs, labels and the GPUs allocated on them (in all, and per GPU)."""
     with transaction(home) as db:
         nodes, jobs = _nodes(db), _jobs(db)
+    return _node_rows(nodes, jobs)
+
+
+def _node_rows(nodes: list[Node], jobs: list[Job]) -> list[dict]:
     out = []
     for n in nodes:
         used = [0.0] * n.gpus
@@ -312,6 +329,11 @@ class JobRow:
     def nodes(self) -> str:
         return ",".join(sorted({n for n, _ in self.placement})) if self.placement else "-"
 
+    @property
+    def where(self) -> str:
+        """Its placement for people: `dgx1-1 GPU 5`, `-` when it holds none."""
+        return placement_text(self.placement)
+
     def service_url(self, host: str = "127.0.0.1") -> str | None:
         return f"http://{host}:{self.port}/" if self.port and self.state == "running" else None
 
@@ -346,7 +368,7 @@ def check_gpus(gpus: float) -> float:
 
 def check_command(command: list[str]) -> list[str]:
     """The job's argv: a non-empty list of strings whose program is named."""
-    example = "e.g. veil submit j -p team-a -g 1 -- python train.py"
+    example = "e.g. veil job submit j -p team-a -g 1 -- python train.py"
     if isinstance(command, (str, bytes)) or not all(isinstance(a, str) for a in command or []):
         raise InvalidArgument(f"the command must be a list of arguments, {example}")
     command = list(command or [])
@@ -391,7 +413,7 @@ def submit(name: str, project: str, gpus: float, command: list[str], *,
             raise NotFound(f"no project {project!r} (veil project create {project} --gpus N)")
         old = db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone()
         if old is not None and old["state"] != "deleted":
-            raise AlreadyExists(f"a job named {name!r} exists (veil delete {name} first)")
+            raise AlreadyExists(f"a job named {name!r} exists (veil job delete {name} first)")
         if interactive:
             held = db.execute("SELECT coalesce(sum(gpus * processes), 0) FROM jobs WHERE "
                               "project=? AND interactive=1 AND state IN ('pending', 'running')",
@@ -432,18 +454,29 @@ def submit(name: str, project: str, gpus: float, command: list[str], *,
         return _row(db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone())
 
 
-def delete_jobs(names: list[str], *, project: str | None = None,
+def delete_jobs(names: list[str], *, project: str | None = None, all_jobs: bool = False,
                 home: Path | None = None) -> list[JobRow]:
     """Delete jobs: pending ones at once; running ones are marked and their processes stopped by
-    the agent. Their GPUs go back to the pool now. With `project`, every job must be its."""
+    the agent. Their GPUs go back to the pool now. With `project`, every job must be its; with
+    `all_jobs` (and no names), every pending or running job (of `project`) goes."""
+    names = list(names or [])
+    if all_jobs and names:
+        raise InvalidArgument("give job names or --all, not both")
+    if not all_jobs and not names:
+        raise InvalidArgument("give the names of the jobs to delete, or --all for every active "
+                              "job")
     with transaction(home) as db:
         if project is not None and project not in _projects(db):
             raise NotFound(f"no project {project!r} (veil project list)")
+        if all_jobs:
+            names = [r["name"] for r in db.execute(
+                "SELECT name FROM jobs WHERE state IN ('pending', 'running') AND "
+                "(? IS NULL OR project=?) ORDER BY seq", (project, project))]
         rows = []
         for n in dict.fromkeys(names):
             r = db.execute("SELECT * FROM jobs WHERE name=?", (n,)).fetchone()
             if r is None:
-                raise NotFound(f"no job {n!r} (veil list)")
+                raise NotFound(f"no job {n!r} (veil job list --all)")
             if project is not None and r["project"] != project:
                 raise NotFound(f"no job {n!r} in project {project!r} (it is in "
                                f"{r['project']!r})")
@@ -461,6 +494,8 @@ def delete_jobs(names: list[str], *, project: str | None = None,
 
 def list_jobs(*, project: str | None = None, all_states: bool = False,
               home: Path | None = None) -> list[JobRow]:
+    """Pending and running jobs, in submission order; with `all_states`, also the completed,
+    failed and deleted ones."""
     with transaction(home) as db:
         if project is not None and project not in _projects(db):
             raise NotFound(f"no project {project!r} (veil project list)")
@@ -470,11 +505,37 @@ def list_jobs(*, project: str | None = None, all_states: bool = False,
     return [r for r in rows if project is None or r.project == project]
 
 
+@dataclass
+class RecentJobs:
+    """What `veil job list` shows: the active jobs and those that ended (completed or failed)
+    `within` seconds ago or less, and how many others it leaves out (`--all` shows them)."""
+    jobs: list[JobRow]
+    older: int  # completed or failed before the window
+    deleted: int
+    within: float
+
+
+def recent_jobs(*, project: str | None = None, within: float = RECENT_S,
+                home: Path | None = None) -> RecentJobs:
+    """Pending and running jobs, and the jobs that ended in the last `within` seconds, so a
+    job that failed right after its submission is still there to be seen."""
+    since = time.time() - within
+    shown, older, deleted = [], 0, 0
+    for r in list_jobs(project=project, all_states=True, home=home):
+        if r.state == "deleted":
+            deleted += 1
+        elif r.state in ACTIVE or (r.ended if r.ended is not None else r.submitted) >= since:
+            shown.append(r)
+        else:
+            older += 1
+    return RecentJobs(shown, older, deleted, within)
+
+
 def get_job(name: str, *, home: Path | None = None) -> JobRow:
     with transaction(home) as db:
         r = db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone()
     if r is None:
-        raise NotFound(f"no job {name!r} (veil list)")
+        raise NotFound(f"no job {name!r} (veil job list --all)")
     return _row(r)
 
 
@@ -515,8 +576,11 @@ def why(name: str, *, home: Path | None = None) -> str:
         if j.preemptions:
             prefix += f" (preempted {j.preemptions} time(s))"
         return f"{prefix}: {j.reason or 'not scheduled yet'}.{history}"
-    return f"{j.name} is {j.state}" + (f" (exit code {j.exit_code})"
-                                       if j.exit_code is not None else "")
+    if j.state == "deleted":
+        return f"{j.name} was deleted."
+    code = f" with exit code {j.exit_code}" if j.exit_code is not None else ""
+    detail = "" if not j.reason or j.reason.startswith("exited with status") else f": {j.reason}"
+    return f"{j.name} {j.state}{code}{detail}."
 
 
 def history(*, home: Path | None = None) -> list[tuple[float, str, float]]:

@@ -220,8 +220,23 @@ class Cluster:
         return out if len(out) == job.processes else None
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}" if abs(x - round(x)) > EPS else str(math.floor(x + 0.5))
+def gpus_text(x: float) -> str:
+    """A number of GPUs for people: whole numbers as such, others to two decimals (4.13), a
+    smaller amount to two significant digits (0.001)."""
+    if abs(x - round(x)) <= EPS:
+        return str(math.floor(x + 0.5))
+    if abs(x) < 0.005:
+        return f"{x:.2g}"
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def placement_text(placement: list[tuple[str, list[int]]] | None) -> str:
+    """Where a job's processes run, for people: `dgx1-1 GPU 5`, `dgx1-1 GPUs 0,1; dgx1-2 GPU 3`
+    (one entry per process, in rank order); `-` when it runs nowhere."""
+    if not placement:
+        return "-"
+    return "; ".join(f"{node} GPU{'s' if len(gpus) != 1 else ''} {','.join(map(str, gpus))}"
+                     for node, gpus in placement)
 
 
 def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -> Cycle:
@@ -271,8 +286,7 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         alloc[j.project] += j.total
         if j.interactive:
             inter[j.project] += j.total
-        where = ", ".join(f"{n}:{','.join(map(str, g))}" for n, g in spot)
-        j.reason = f"running on {where}"
+        j.reason = f"running on {placement_text(spot)}"
         cycle.started.append(j.name)
 
     def unplace(v: Job) -> None:
@@ -318,17 +332,17 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
         p = projects[j.project]
         limit = p.limit if p.limit is not None else math.inf
         if alloc[j.project] + j.total > limit + EPS:
-            j.reason = (f"{p.name} would hold {_fmt(alloc[j.project] + j.total)} GPUs, over its "
-                        f"limit of {_fmt(limit)}")
+            j.reason = (f"{p.name} would hold {gpus_text(alloc[j.project] + j.total)} GPUs, "
+                        f"over its limit of {gpus_text(limit)}")
             continue
         if j.interactive and inter[j.project] + j.total > p.quota + EPS:
-            j.reason = (f"interactive jobs must fit {p.name}'s quota of {_fmt(p.quota)} GPUs; "
-                        f"its interactive jobs hold {_fmt(inter[j.project])}")
+            j.reason = (f"interactive jobs must fit {p.name}'s quota of {gpus_text(p.quota)} GPUs; "
+                        f"its interactive jobs hold {gpus_text(inter[j.project])}")
             continue
         if alloc[j.project] + j.total > fair[j.project] + EPS:
-            j.reason = (f"{p.name} holds {_fmt(alloc[j.project])} GPUs and its fair share is "
-                        f"{_fmt(fair[j.project])}: this job ({_fmt(j.total)}) waits for GPUs "
-                        f"to free up or for its share to grow")
+            j.reason = (f"{p.name} holds {gpus_text(alloc[j.project])} GPUs and its fair share "
+                        f"is {gpus_text(fair[j.project])}: this job ({gpus_text(j.total)}) waits "
+                        "for GPUs to free up or for its share to grow")
             continue
         spot = cluster.fit(j, allowed(p))
         if spot is not None:
@@ -344,7 +358,7 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
                 if moves is None:
                     consolidation_failed.add(key)
             if moves is None:
-                j.reason = (f"no node has room for {_fmt(j.gpus)} GPU(s) x {j.processes}, and "
+                j.reason = (f"no node has room for {gpus_text(j.gpus)} GPU(s) x {j.processes}, and "
                             "no project above its fair share can give enough back on one node")
                 continue
             why = {v.name: (f"moved: stopped to gather free GPUs on one node for {j.name} "
@@ -352,9 +366,9 @@ def schedule(projects: dict[str, Project], jobs: list[Job], nodes: list[Node]) -
             victims = moves
         else:
             why = {v.name: (f"preempted to reclaim GPUs for {j.name} ({j.project}, entitled "
-                            f"to {_fmt(fair[j.project])}): {v.project} held "
-                            f"{_fmt(alloc[v.project])} GPUs, over its fair share of "
-                            f"{_fmt(fair[v.project])}") for v in victims}
+                            f"to {gpus_text(fair[j.project])}): {v.project} held "
+                            f"{gpus_text(alloc[v.project])} GPUs, over its fair share of "
+                            f"{gpus_text(fair[v.project])}") for v in victims}
         for v in victims:  # stopped now; placed again from the next cycle on
             unplace(v)
             v.reason = why[v.name]
