@@ -61,7 +61,7 @@ def cluster(home, _cluster_template):
 
 
 def _submit(*options, command=("true",)):
-    return ["submit", "j", "-p", "team-a", *options, "--", *command]
+    return ["job", "submit", "j", "-p", "team-a", *options, "--", *command]
 
 
 CASES = [
@@ -93,23 +93,31 @@ CASES = [
     (_submit("--interactive", "--port", "70000"), "1..65535", 2),
     (_submit("--port", "8888"), "--interactive", 2),
     (_submit("-g", "5", "--interactive"), "must fit team-a's quota", 2),
-    (["submit", "Bad_Name", "-p", "team-a", "--", "true"], "invalid job name", 2),
-    (["submit", "x" * 64, "-p", "team-a", "--", "true"], "invalid job name", 2),
-    (["submit", "j.", "-p", "team-a", "--", "true"], "invalid job name", 2),
-    (["submit", "a-1", "-p", "team-a", "--", "true"], "a job named 'a-1' exists", 1),
-    (["submit", "j", "-p", "nope", "--", "true"], "no project 'nope'", 1),
+    (["job", "submit", "Bad_Name", "-p", "team-a", "--", "true"], "invalid job name", 2),
+    (["job", "submit", "x" * 64, "-p", "team-a", "--", "true"], "invalid job name", 2),
+    (["job", "submit", "j.", "-p", "team-a", "--", "true"], "invalid job name", 2),
+    (["job", "submit", "a-1", "-p", "team-a", "--", "true"], "a job named 'a-1' exists", 1),
+    (["job", "submit", "j", "-p", "nope", "--", "true"], "no project 'nope'", 1),
     # list, describe, why, logs, delete (item 9: list -p UNKNOWN, logs --tail -1)
+    (["job", "list", "-p", "UNKNOWN"], "no project 'UNKNOWN'", 1),
+    (["job", "list", "--all", "-p", "nope"], "no project 'nope'", 1),
+    (["job", "describe", "ghost"], "no job 'ghost'", 1),
+    (["job", "why", "ghost"], "no job 'ghost'", 1),
+    (["job", "logs", "ghost"], "no job 'ghost'", 1),
+    (["job", "logs", "a-1", "--tail", "-1"], "--tail must be a whole number of lines >= 0", 2),
+    (["job", "logs", "ghost", "--tail", "-1"], "--tail", 2),
+    (["job", "delete", "ghost"], "no job 'ghost'", 1),
+    (["job", "delete", "a-1", "ghost"], "no job 'ghost'", 1),
+    (["job", "delete", "-p", "nope", "a-1"], "no project 'nope'", 1),
+    (["job", "delete", "-p", "team-b", "a-1"], "no job 'a-1' in project 'team-b'", 1),
+    (["job", "delete"], "give the names of the jobs to delete, or --all", 2),
+    (["job", "delete", "a-1", "--all"], "names or --all, not both", 2),
+    (["job", "delete", "--all", "-p", "nope"], "no project 'nope'", 1),
+    # the hidden top-level aliases of the job commands refuse the same way
+    (["submit", "j", "-p", "nope", "--", "true"], "no project 'nope'", 1),
     (["list", "-p", "UNKNOWN"], "no project 'UNKNOWN'", 1),
-    (["list", "--all", "-p", "nope"], "no project 'nope'", 1),
-    (["describe", "ghost"], "no job 'ghost'", 1),
     (["why", "ghost"], "no job 'ghost'", 1),
-    (["logs", "ghost"], "no job 'ghost'", 1),
-    (["logs", "a-1", "--tail", "-1"], "--tail must be a whole number of lines >= 0", 2),
-    (["logs", "ghost", "--tail", "-1"], "--tail", 2),
     (["delete", "ghost"], "no job 'ghost'", 1),
-    (["delete", "a-1", "ghost"], "no job 'ghost'", 1),
-    (["delete", "-p", "nope", "a-1"], "no project 'nope'", 1),
-    (["delete", "-p", "team-b", "a-1"], "no job 'a-1' in project 'team-b'", 1),
     # project create / delete
     (["project", "create", "t", "--gpus", "nan"], "finite", 2),
     (["project", "create", "t", "--gpus", "inf"], "finite", 2),
@@ -184,7 +192,7 @@ def test_a_second_agent_on_the_same_home_is_refused(capsys, cluster):
 def test_logs_tail_shows_the_last_lines_and_zero_shows_none(capsys, cluster):
     for tail, want in (("0", ""), ("1", "three\n"), ("2", "two\nthree\n"),
                        ("50", "one\ntwo\nthree\n")):
-        assert main(["logs", "a-1", "--tail", tail]) == 0
+        assert main(["job", "logs", "a-1", "--tail", tail]) == 0
         assert capsys.readouterr().out == want, tail
     long = [f"line {i}" for i in range(100_000)]
     sched.log_path("a-1").write_text("\n".join(long) + "\n")
@@ -194,9 +202,9 @@ def test_logs_tail_shows_the_last_lines_and_zero_shows_none(capsys, cluster):
 
 def test_list_and_delete_take_the_project_into_account(capsys, cluster):
     sched.submit("b-1", "team-b", 1, ["true"])
-    assert main(["list", "-p", "team-b", "--json"]) == 0
+    assert main(["job", "list", "-p", "team-b", "--json"]) == 0
     assert [j["name"] for j in json.loads(capsys.readouterr().out)] == ["b-1"]
-    assert main(["delete", "-p", "team-b", "b-1"]) == 0
+    assert main(["job", "delete", "-p", "team-b", "b-1"]) == 0
     assert sched.get_job("b-1").state == "deleted"
 
 
@@ -325,11 +333,11 @@ def test_a_multi_process_launch_cut_between_ranks_is_stopped_and_requeued(home, 
         _kill(agent)
     second = Agent(grace=1)
     assert second.reconcile()["requeued"] == ["j0"]
-    assert "ranks [1] never started" in sched.get_job("j0").reason
+    assert "rank 1 never started" in sched.get_job("j0").reason
     assert _until(lambda: _runs(out)["j0.1"] == 1, agent=second)  # started again, whole
     assert _runs(out) == {"j0.0": 2, "j0.1": 1}
     assert sched.get_job("j0").state == "running"
-    assert main(["delete", "j0"]) == 0
+    assert main(["job", "delete", "j0"]) == 0
     assert _until(lambda: sched.get_job("j0").pid is None, agent=second)
 
 
@@ -371,12 +379,12 @@ def test_a_deleted_jobs_name_can_be_used_again(capsys, home, tmp_path):
     sched.add_node("n1", 1)
     sched.create_project("p", 1)
     command = ["sh", "-c", f"echo first >> {out}; echo out-first; sleep 1000"]
-    assert main(["submit", "j1", "-p", "p", "--", *command]) == 0
+    assert main(["job", "submit", "j1", "-p", "p", "--", *command]) == 0
     agent = Agent(grace=2)
     assert _until(lambda: _runs(out)["first"] == 1, agent=agent)
     # deleted while it runs, and submitted again at once: the old processes still stop
-    assert main(["delete", "j1"]) == 0
-    code = main(["submit", "j1", "-p", "p", "--", "sh", "-c",
+    assert main(["job", "delete", "j1"]) == 0
+    code = main(["job", "submit", "j1", "-p", "p", "--", "sh", "-c",
                  f"echo second >> {out}; echo out-second"])
     assert code == 0, capsys.readouterr().err
     assert [j.name for j in sched.list_jobs(all_states=True)] == ["j1"]
@@ -385,10 +393,11 @@ def test_a_deleted_jobs_name_can_be_used_again(capsys, home, tmp_path):
     assert "out-second" in sched.job_log("j1") and "out-first" not in sched.job_log("j1")
     assert all(not r["name"].startswith("~") for r in _rows(home))  # the old record went
     # a finished job's name is free once it is deleted; a live one's never is
-    assert main(["delete", "j1"]) == 0
-    assert main(["submit", "j1", "-p", "p", "--", "true"]) == 0
+    assert main(["job", "delete", "j1"]) == 0
+    assert main(["job", "submit", "j1", "-p", "p", "--", "true"]) == 0
     capsys.readouterr()
-    refused(capsys, ["submit", "j1", "-p", "p", "--", "true"], "exists", home=home, code=1)
+    refused(capsys, ["job", "submit", "j1", "-p", "p", "--", "true"], "exists", home=home,
+            code=1)
 
 
 def test_a_job_deleted_twice_keeps_its_gpus_until_its_processes_are_gone(home, tmp_path):
@@ -417,7 +426,7 @@ def test_a_database_made_before_launch_ids_is_upgraded(capsys, home):
     db.close()
     assert main(["node", "add", "n1", "--gpus", "1"]) == 0
     assert main(["project", "create", "p", "--gpus", "1"]) == 0
-    assert main(["submit", "j", "-p", "p", "--", "true"]) == 0
+    assert main(["job", "submit", "j", "-p", "p", "--", "true"]) == 0
     assert _until(lambda: sched.get_job("j").state == "completed", agent=Agent())
 
 

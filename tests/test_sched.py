@@ -62,21 +62,21 @@ d-1-gggg -g 4 -p team-d
 
 def submit_lines(capsys, lines: str) -> None:
     for line in lines.strip().splitlines():
-        assert veil(capsys, "submit", *line.split(), "--", "sleep", "1000")[0] == 0, line
+        assert veil(capsys, "job", "submit", *line.split(), "--", "sleep", "1000")[0] == 0, line
 
 
 def test_the_seeds_command_sequences_give_the_seeds_tables(home, capsys):
     two_dgx1(capsys)
     submit_lines(capsys, SECTION_4_8)
     assert table() == {"team-a": (4, 0), "team-b": (4, 0), "team-c": (4, 0), "team-d": (4, 0)}
-    code, out, _ = veil(capsys, "list")
+    code, out, _ = veil(capsys, "job", "list")
     assert code == 0 and "http://127.0.0.1:8888/" in out and "Interactive" in out
 
     submit_lines(capsys, "d-2-gg -g 2 -p team-d\nd-3-gg -g 2 -p team-d")  # 4.9
     assert table() == {"team-a": (4, 0), "team-b": (2, 1), "team-c": (2, 1), "team-d": (8, 0)}
     waiting = [j.name for j in sched.list_jobs() if j.state == "pending"]
     assert sorted(j[0] for j in waiting) == ["b", "c"]
-    code, out, _ = veil(capsys, "why", "b-4-gg")
+    code, out, _ = veil(capsys, "job", "why", "b-4-gg")
     assert "b-4-gg is pending (preempted 1 time(s))" in out
     assert "preempted to reclaim GPUs for d-2-gg" in out
 
@@ -84,7 +84,7 @@ def test_the_seeds_command_sequences_give_the_seeds_tables(home, capsys):
     assert table()["team-a"] == (4, 1)
     submit_lines(capsys, "a-4-gg -g 2 -p team-a\nb-5-gg -g 2 -p team-b\nc-6-gg -g 2 -p team-c")
     assert table() == {"team-a": (4, 2), "team-b": (2, 2), "team-c": (2, 2), "team-d": (8, 0)}
-    code, _, _ = veil(capsys, "delete", "-p", "team-d", "d-1-gggg", "d-2-gg", "d-3-gg")
+    code, _, _ = veil(capsys, "job", "delete", "-p", "team-d", "d-1-gggg", "d-2-gg", "d-3-gg")
     assert code == 0
     assert table() == {"team-a": (8, 0), "team-b": (4, 1), "team-c": (4, 1), "team-d": (0, 0)}
 
@@ -124,8 +124,8 @@ def test_bad_input_is_one_line_and_non_zero(home, capsys):
     for args, want, text in cases:
         code, _, err = veil(capsys, *args)
         assert code == want and text in err and len(err.strip().splitlines()) == 1, (args, err)
-    assert veil(capsys, "submit", "j", "-p", "team-a", "-g", "1", "--", "true")[0] == 0
-    code, _, err = veil(capsys, "submit", "j", "-p", "team-a", "-g", "1", "--", "true")
+    assert veil(capsys, "job", "submit", "j", "-p", "team-a", "-g", "1", "--", "true")[0] == 0
+    code, _, err = veil(capsys, "job", "submit", "j", "-p", "team-a", "-g", "1", "--", "true")
     assert code == 1 and "a job named 'j' exists" in err
     code, _, err = veil(capsys, "project", "delete", "team-a")
     assert code == 1 and "active job" in err
@@ -168,14 +168,14 @@ def test_the_agent_starts_preempts_and_restarts_real_processes(home, tmp_path, c
         assert veil(capsys, "project", "create", p, "--gpus", "1")[0] == 0
     logs = {n: tmp_path / f"{n}.txt" for n in ("low-1", "low-2", "high-1")}
     for n in ("low-1", "low-2"):
-        assert veil(capsys, "submit", n, "-p", "low", "-g", "1", "--", sys.executable,
+        assert veil(capsys, "job", "submit", n, "-p", "low", "-g", "1", "--", sys.executable,
                     str(script), str(logs[n]))[0] == 0
     agent = Agent(grace=5)
     assert wait_for(lambda: all(p.exists() for n, p in logs.items() if n != "high-1"), agent)
     gpus = sorted(logs[n].read_text().split()[2] for n in ("low-1", "low-2"))
     assert gpus == ["0", "1"]  # CUDA_VISIBLE_DEVICES: one GPU each
     # high is entitled to its quota: one low job is preempted (SIGTERM) for it
-    assert veil(capsys, "submit", "high-1", "-p", "high", "-g", "1", "--", sys.executable,
+    assert veil(capsys, "job", "submit", "high-1", "-p", "high", "-g", "1", "--", sys.executable,
                 str(script), str(logs["high-1"]))[0] == 0
     assert wait_for(lambda: logs["high-1"].exists(), agent)
     victim = next(j for j in sched.list_jobs() if j.name.startswith("low")
@@ -183,12 +183,12 @@ def test_the_agent_starts_preempts_and_restarts_real_processes(home, tmp_path, c
     assert "term" in logs[victim.name].read_text() and victim.preemptions == 1
     assert "preempted to reclaim GPUs for high-1" in sched.why(victim.name)
     # high finishes: the preempted job starts again, in a new process
-    assert veil(capsys, "delete", "high-1")[0] == 0
+    assert veil(capsys, "job", "delete", "high-1")[0] == 0
     assert wait_for(lambda: logs[victim.name].read_text().count("start") == 2, agent)
     again = sched.get_job(victim.name)  # restarted, not taken for finished by its clean exit
     assert again.state == "running" and again.preemptions == 1 and again.exit_code is None
     for n in ("low-1", "low-2"):
-        assert veil(capsys, "delete", n)[0] == 0
+        assert veil(capsys, "job", "delete", n)[0] == 0
     assert wait_for(lambda: all(j.pid is None for j in sched.list_jobs(all_states=True)), agent)
 
 
@@ -199,9 +199,9 @@ def test_a_restarted_agent_loses_no_job(home, tmp_path, capsys):
     assert veil(capsys, "project", "create", "p", "--gpus", "4")[0] == 0
     out = {n: tmp_path / f"{n}.txt" for n in ("keeps", "ends", "killed", "frac", "mpi")}
     for n, extra in (("keeps", []), ("ends", ["0.5"]), ("killed", [])):
-        assert veil(capsys, "submit", n, "-p", "p", "-g", "1", "--", sys.executable,
+        assert veil(capsys, "job", "submit", n, "-p", "p", "-g", "1", "--", sys.executable,
                     str(script), str(out[n]), *extra)[0] == 0
-    assert veil(capsys, "submit", "frac", "-p", "p", "-g", "0.5", "--", sys.executable,
+    assert veil(capsys, "job", "submit", "frac", "-p", "p", "-g", "0.5", "--", sys.executable,
                 str(script), str(out["frac"]))[0] == 0
     first = Agent(grace=2)
     assert wait_for(lambda: all(out[n].exists() for n in ("keeps", "ends", "killed", "frac")),
@@ -226,14 +226,14 @@ def test_a_restarted_agent_loses_no_job(home, tmp_path, capsys):
     assert names == {"keeps": "running", "ends": "completed", "killed": "running",
                      "frac": "running"}
     # a multi-process job: all processes at once, with their ranks
-    assert veil(capsys, "delete", "keeps", "killed", "frac")[0] == 0
-    assert veil(capsys, "submit", "mpi", "-p", "p", "-g", "1", "--processes", "2", "--",
+    assert veil(capsys, "job", "delete", "keeps", "killed", "frac")[0] == 0
+    assert veil(capsys, "job", "submit", "mpi", "-p", "p", "-g", "1", "--processes", "2", "--",
                 sys.executable, str(script), str(out["mpi"]))[0] == 0
     assert wait_for(lambda: out["mpi"].exists() and
                     out["mpi"].read_text().count("start") == 2, second)
     ranks = sorted(line.split()[4] for line in out["mpi"].read_text().splitlines())
     assert ranks == ["0", "1"]
-    assert veil(capsys, "delete", "mpi")[0] == 0
+    assert veil(capsys, "job", "delete", "mpi")[0] == 0
     assert wait_for(lambda: all(j.pid is None for j in sched.list_jobs(all_states=True)),
                     second)
 
@@ -244,7 +244,7 @@ def test_interactive_jobs_stop_at_the_time_limit(home, tmp_path, capsys):
     assert veil(capsys, "node", "add", "n1", "--gpus", "1")[0] == 0
     assert veil(capsys, "project", "create", "p", "--gpus", "1", "--interactive-time-limit",
                 "1")[0] == 0
-    assert veil(capsys, "submit", "nb", "-p", "p", "-g", "1", "--interactive", "--",
+    assert veil(capsys, "job", "submit", "nb", "-p", "p", "-g", "1", "--interactive", "--",
                 sys.executable, str(script), str(tmp_path / "nb.txt"))[0] == 0
     agent = Agent(grace=2)
     assert wait_for(lambda: sched.get_job("nb").state == "completed" and
@@ -260,7 +260,7 @@ def test_kai_scheduler_objects_for_the_projects_and_jobs(home, tmp_path, capsys)
 
     two_dgx1(capsys)
     submit_lines(capsys, "a-1-g -g 1 -p team-a\nb-1-g06 -g 0.6 --interactive -p team-b")
-    assert veil(capsys, "submit", "mpi", "-p", "team-d", "-g", "1", "--processes", "3", "--",
+    assert veil(capsys, "job", "submit", "mpi", "-p", "team-d", "-g", "1", "--processes", "3", "--",
                 "python", "train.py")[0] == 0
     assert veil(capsys, "export", "k8s", str(tmp_path / "k8s"))[0] == 0
     qs = list(yaml.safe_load_all((tmp_path / "k8s" / "queues.yaml").read_text()))
@@ -289,25 +289,25 @@ def test_affinity_limit_fraction_hook_and_sigkill_after_grace(home, tmp_path, ca
     code, _, err = veil(capsys, "project", "create", "x", "--gpus", "1", "--node", "nowhere")
     assert code == 1 and "no node 'nowhere'" in err
     for i in range(3):
-        assert veil(capsys, "submit", f"p{i}", "-p", "pinned", "-g", "1", "--", "sleep",
+        assert veil(capsys, "job", "submit", f"p{i}", "-p", "pinned", "-g", "1", "--", "sleep",
                     "1000")[0] == 0
     jobs = {j.name: j for j in sched.list_jobs()}
     assert all(j.nodes == "big" for j in jobs.values() if j.state == "running")
     assert sum(j.state == "running" for j in jobs.values()) == 2  # the limit, not the cluster
     assert "over its limit of 2" in sched.why("p2")
-    assert veil(capsys, "delete", "p0", "p1", "p2")[0] == 0
+    assert veil(capsys, "job", "delete", "p0", "p1", "p2")[0] == 0
     # a fraction: torch gets its per-process memory fraction when the job imports it
     assert veil(capsys, "project", "create", "frac", "--gpus", "1")[0] == 0
     probe = tmp_path / "probe.txt"
     code = (f"import os, torch, pathlib; pathlib.Path({str(probe)!r}).write_text("
             "os.environ.get('VEIL_GPU_FRACTION_HOOK', 'no hook'))")
-    assert veil(capsys, "submit", "f", "-p", "frac", "-g", "0.5", "--", sys.executable, "-c",
+    assert veil(capsys, "job", "submit", "f", "-p", "frac", "-g", "0.5", "--", sys.executable, "-c",
                 code)[0] == 0
     # a job that ignores SIGTERM is killed once the grace period is over
     stubborn = tmp_path / "stubborn.py"
     stubborn.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                         "open(__file__ + '.up', 'w').close()\ntime.sleep(1000)\n")
-    assert veil(capsys, "submit", "s", "-p", "frac", "-g", "0.5", "--", sys.executable,
+    assert veil(capsys, "job", "submit", "s", "-p", "frac", "-g", "0.5", "--", sys.executable,
                 str(stubborn))[0] == 0
     agent = Agent(grace=0.5)
     assert wait_for(lambda: probe.exists() and Path(str(stubborn) + ".up").exists(), agent)
@@ -315,7 +315,7 @@ def test_affinity_limit_fraction_hook_and_sigkill_after_grace(home, tmp_path, ca
 
     # the hook ran inside the job's torch import; with a GPU it sets the memory fraction
     assert probe.read_text() == ("applied" if torch.cuda.is_available() else "no-cuda")
-    assert veil(capsys, "delete", "s")[0] == 0
+    assert veil(capsys, "job", "delete", "s")[0] == 0
     t0 = time.monotonic()
     assert wait_for(lambda: sched.get_job("s").pid is None, agent)
     assert time.monotonic() - t0 < 10
