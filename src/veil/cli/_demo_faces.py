@@ -3,71 +3,85 @@
 Generate an FDDB-layout data set onto a volume, score the shipped FaceBoxes weights clean (the
 seed's batch job, results snapshotted), fit the noise and sweep ALPHA, rerun the seed's ALPHA
 0.8 job, and attack the obfuscated activations with a white-box reconstruction. It runs the real
-`veil` commands in a home of its own (``./.veil-demo``, or ``$VEIL_DEMO_HOME``); 7 to 11 minutes
+`veil` commands in a new veil home of its own (``./.veil-demo/faces-YYYYMMDD-HHMMSS``, or under
+``$VEIL_DEMO_HOME``; earlier runs are kept). `FACE_STEP_SECONDS` says how long each step takes
 on two CPU cores."""
 
 from __future__ import annotations
 
-import os
-import time
+from pathlib import Path
 
 from veil import data
-from veil.cli._demo import _fresh_home, _say, _veil
+from veil.cli._demo import FACE_STEP_SECONDS, Steps, _duration, _say, _veil, demo_home
 from veil.cli._render import console
 from veil.errors import require_extra
 
 # Sizes that keep the whole demo within 10 minutes on 2 CPU cores.
 TEST_PER_FOLD, FIT_PER_FOLD, ATTACK_PER_FOLD = 15, 6, 30
+SWEEP_ALPHAS = "0.05,0.1,0.2,0.4,0.6,0.8,0.9,0.95"
 ATTACK_ALPHAS = "0.8,0.95"
+ATTACK_EPOCHS, ATTACK_WIDTH = 12, 64
 
 
-def run_face_demo() -> None:
+def run_face_demo() -> Path:
+    """The face demo, in a new home (returned)."""
     require_extra("torch", "torch", "the demo")
-    t0 = time.perf_counter()
-    home = _fresh_home()
-    os.environ["VEIL_HOME"] = str(home)
-    os.environ.setdefault("VEIL_POOL_SIZE", "4Gi")
+    with demo_home("faces") as home:
+        _faces(home)
+    console.print(f"Explore: VEIL_HOME={home} veil volume list    (remove it: rm -rf {home})")
+    return home
+
+
+def _faces(home: Path) -> None:
     work = home / "privacy"
     console.print("[bold]veil demo[/bold]: confidential face detection (TR-4928) on generated "
-                  f"data, in a home of its own ({home}).")
+                  f"data, in a home of its own ({home}). It takes about "
+                  f"{_duration(sum(FACE_STEP_SECONDS))} on 2 CPU cores.")
+    steps = Steps()
+    expect = iter(FACE_STEP_SECONDS)
 
-    _say("1. A volume for the data, and a synthetic face data set on it in FDDB's layout.")
-    _veil("volume", "create", "inference-data", "--label", "purpose=demo")
-    _veil("solutions", "face-privacy", "generate", "FDDB", "--volume", "inference-data",
-          "--images-per-fold", str(TEST_PER_FOLD), "--fit-per-fold", str(FIT_PER_FOLD),
-          "--attack-per-fold", str(ATTACK_PER_FOLD))
+    with steps("A volume for the data, and a synthetic face data set on it in FDDB's layout.",
+               "data set", next(expect)):
+        _veil("volume", "create", "inference-data", "--label", "purpose=demo")
+        _veil("solutions", "face-privacy", "generate", "FDDB", "--volume", "inference-data",
+              "--images-per-fold", str(TEST_PER_FOLD), "--fit-per-fold", str(FIT_PER_FOLD),
+              "--attack-per-fold", str(ATTACK_PER_FOLD))
     fddb = data.volume_path("inference-data") / "FDDB"
 
-    _say("2. The seed's batch job, clean: FaceBoxes (shipped weights) on every fold. The results "
-         "go to a results volume, which is snapshotted.")
-    _veil("solutions", "face-privacy", "evaluate", "--volume", "inference-data", "--dataset",
-          "FDDB", "--results", "inference-results")
+    with steps("The seed's batch job, clean: FaceBoxes (shipped weights) on every fold. The "
+               "results go to a results volume, which is snapshotted.", "clean job",
+               next(expect)):
+        _veil("solutions", "face-privacy", "evaluate", "--volume", "inference-data", "--dataset",
+              "FDDB", "--results", "inference-results")
 
-    _say("3. Fit the noise at each of the seed's ALPHAs (on FDDB/fit, detector frozen) and "
-         "score the folds with it: the seed's accuracy table.")
-    _veil("privacy", "evaluate", "--task", "faces", "--data", str(fddb), "--workdir", str(work))
+    with steps("Fit the noise at each ALPHA (on FDDB/fit, detector frozen) and score the folds "
+               "with it: the seed's accuracy table.", "ALPHA sweep", next(expect)):
+        _veil("privacy", "evaluate", "--task", "faces", "--data", str(fddb), "--workdir",
+              str(work), "--alphas", SWEEP_ALPHAS)
 
-    _say("4. The seed's ALPHA 0.8 job (inference-job-protopia-0.8.yaml), reusing the fitted "
-         "noise; results snapshotted beside the clean run's.")
-    _veil("solutions", "face-privacy", "evaluate", "--volume", "inference-data", "--dataset",
-          "FDDB", "--noisy", "--alpha", "0.8", "--results", "inference-results", "--workdir",
-          str(work))
+    with steps("The seed's ALPHA 0.8 job (inference-job-protopia-0.8.yaml), reusing the fitted "
+               "noise; results snapshotted beside the clean run's.", "ALPHA 0.8 job",
+               next(expect)):
+        _veil("solutions", "face-privacy", "evaluate", "--volume", "inference-data", "--dataset",
+              "FDDB", "--noisy", "--alpha", "0.8", "--results", "inference-results",
+              "--workdir", str(work))
 
-    _say("5. Beyond the seed: how much of the image can an attacker who knows the head and the "
-         "noise rebuild from what leaves the trusted zone?")
-    _veil("privacy", "attack", "--task", "faces", "--data", str(fddb), "--workdir", str(work),
-          "--alphas", ATTACK_ALPHAS, "--ks", "1", "--attack-epochs", "12", "--width", "64")
+    with steps("Beyond the seed: how much of the image can an attacker who knows the head and "
+               "the noise rebuild from what leaves the trusted zone?", "attack", next(expect)):
+        _veil("privacy", "attack", "--task", "faces", "--data", str(fddb), "--workdir",
+              str(work), "--alphas", ATTACK_ALPHAS, "--ks", "1", "--attack-epochs",
+              str(ATTACK_EPOCHS), "--width", str(ATTACK_WIDTH))
 
-    _say("6. The results volume's snapshots: one per job, labelled with ALPHA and mAP; each job "
-         "is an MLflow run linked to its snapshot; and the seed's Job manifests.")
-    _veil("snapshot", "list", "inference-results")
-    last = max(data.list_snapshots("inference-results"), key=lambda s: s.created)
-    _veil("lineage", f"inference-results@{last.name}")
-    _veil("solutions", "face-privacy", "export", "k8s", str(home / "k8s"), "--dataset",
-          "FDDB", "--alphas", "0.8")
+    with steps("The results volume's snapshots: one per job, labelled with ALPHA and mAP; each "
+               "job is an MLflow run linked to its snapshot; and the seed's Job manifests.",
+               "lineage", next(expect)):
+        _veil("snapshot", "list", "inference-results")
+        last = max(data.list_snapshots("inference-results"), key=lambda s: s.created)
+        _veil("lineage", f"inference-results@{last.name}")
+        _veil("solutions", "face-privacy", "export", "k8s", str(home / "k8s"), "--dataset",
+              "FDDB", "--alphas", "0.8")
+
     console.print(f"\nPlots: {work / 'evaluate.png'}, {work / 'attack.png'}; image grid: "
                   f"{work / 'attack-grid.png'}")
-    console.print(f"Done in {time.perf_counter() - t0:.0f} s. Explore: VEIL_HOME={home} veil "
-                  f"volume list    (remove it: rm -rf {home})")
-    if data.pool_show().mounted:
-        data.pool_detach()
+    _say("Time per step:")
+    console.print(steps.table())
