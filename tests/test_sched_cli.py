@@ -200,6 +200,7 @@ def test_human_output_has_no_python_reprs_or_long_floats(home, tmp_path, job_scr
     human("node", "add", "n1", "--gpus", "7")
     human("project", "create", "p", "--gpus", "1")
     human("project", "create", "q", "--gpus", "1", "--over-quota-weight", "2")
+    assert "quotas now sum to 7.33 GPUs" in human("project", "create", "r", "--gpus", "5.3333")
     for name, gpus in (("p-a", "4"), ("p-b", "1"), ("p-c", "1"), ("p-f", "0.3"), ("p-g", "0.2")):
         job(name, "p", gpus)
     human("scheduler", "run", "--once")  # starts them: the agent's messages

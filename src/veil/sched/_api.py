@@ -16,7 +16,16 @@ from pathlib import Path
 
 from veil._config import home_dir, veil_home
 from veil.errors import AlreadyExists, InUse, InvalidArgument, NotFound
-from veil.sched._policy import EPS, Cycle, Job, Node, Project, placement_text, schedule
+from veil.sched._policy import (
+    EPS,
+    Cycle,
+    Job,
+    Node,
+    Project,
+    gpus_text,
+    placement_text,
+    schedule,
+)
 
 # Bounds (docs/scheduling.md, "Bad input"): what a node, a job and a project can ever hold.
 MAX_NODE_GPUS = 1024
@@ -208,7 +217,7 @@ def create_project(name: str, quota: float, *, weight: float | None = None,
         capacity = sum(n.gpus for n in _nodes(db))
         run_cycle(db)
     if total > capacity + EPS:
-        return (f"quotas now sum to {total:g} GPUs, more than the cluster's {capacity}: "
+        return (f"quotas now sum to {gpus_text(total)} GPUs, more than the cluster's {capacity}: "
                 "not every quota can be guaranteed")
     return None
 
