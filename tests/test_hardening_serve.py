@@ -134,3 +134,17 @@ def test_logs_lines_zero_prints_nothing(home, capsys):
     finally:
         assert main(["serve", "stop", "old"]) == 0
         log.unlink()
+
+
+class _Jitter(torch.nn.Module):
+    """A model whose output is not a function of its input: its trace cannot stand for it."""
+
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+
+def test_a_model_whose_trace_computes_something_else_is_refused(tmp_path):
+    with pytest.raises(InvalidArgument, match="traced model's outputs differ"):
+        serve.write_model(tmp_path, "jitter", _Jitter(), torch.zeros(1, 4),
+                          input_names=["INPUT_0"], output_names=["OUTPUT__0"])
+    assert list(tmp_path.iterdir()) == []  # no model, no half-written folder

@@ -33,15 +33,18 @@ def start(
     as_json: bool = JSON,
 ) -> None:
     """Start a Triton server in the background on 127.0.0.1 and print its endpoints."""
+    import time
+
     from veil import serve
 
+    t0 = time.monotonic()
     info = serve.start(model_repo, name=name, http_port=http_port, grpc_port=grpc_port,
                        metrics_port=metrics_port, device=device, timeout=timeout,
                        progress=lambda msg: err_console.print(msg, markup=False))
     if as_json:
         return print_json(info.to_json())
-    console.print(f"Server '{info.name}' started (pid {info.pid}), serving "
-                  f"{', '.join(info.models)}.", markup=False)
+    console.print(f"Server '{info.name}' started in {time.monotonic() - t0:.1f} s (pid "
+                  f"{info.pid}), serving {', '.join(info.models)}.", markup=False)
     console.print("Server endpoints:")
     console.print(f"http: {info.http}")
     console.print(f"grpc: {info.grpc}")
@@ -72,18 +75,27 @@ def stop(
     name: str = typer.Argument(..., help="Server name (veil serve list)."),
     grace: float = typer.Option(60.0, "--grace", help="Seconds requests in flight get to finish "
                                 "before the server is killed."),
+    as_json: bool = JSON,
 ) -> None:
     """Stop a server: requests in flight finish, then it and everything it started exit."""
     from veil import serve
 
-    res = serve.stop(name, grace=grace)
+    res = serve.stop(name, grace=grace,
+                     progress=lambda msg: err_console.print(msg, markup=False))
+    if as_json:
+        return print_json(res.to_json())
+    what = f"serving {', '.join(res.models)} from volume '{res.model_repo}'" if res.models \
+        else f"on volume '{res.model_repo}'"
     if not res.was_running:
-        console.print(f"Server '{name}' was not running; its record is removed.", markup=False)
+        ended = f"; {res.leftovers} process(es) it left were ended" if res.leftovers else ""
+        console.print(f"Server '{name}' ({what}) was not running; its record and leftovers "
+                      f"are removed{ended}.", markup=False)
     elif res.killed:
-        console.print(f"Server '{name}' did not stop within {grace:g} s and was killed.",
-                      markup=False)
+        console.print(f"Server '{name}' (pid {res.pid}, {what}) did not stop within "
+                      f"{grace:g} s and was killed.", markup=False)
     else:
-        console.print(f"Server '{name}' stopped.", markup=False)
+        console.print(f"Server '{name}' stopped (pid {res.pid}, {what}, http {res.http}) in "
+                      f"{res.seconds:.1f} s.", markup=False)
 
 
 @app.command("logs")

@@ -28,6 +28,8 @@ _DEVICE = re.compile(r"cpu|cuda(:\d{1,4})?")
 # Longest wait `start --timeout` and `stop --grace` accept: a day. Longer is a typo, and
 # "forever" (inf) would hang a script that meant a bound.
 MAX_SECONDS = 86400.0
+TYPICAL_START = 10.0  # seconds from `start` to ready: 7-17 s measured on 2 shared CPU cores
+WAIT_NOTE = 10.0  # seconds between two "still starting" lines
 
 
 @dataclass
@@ -319,7 +321,8 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
         write_entry(info, home)
     if progress is not None:
         progress(f"Starting Triton Inference Server {name!r} on the model repository in volume "
-                 f"{model_repo!r} ...")
+                 f"{model_repo!r} (takes ~{TYPICAL_START:g} s; up to --timeout "
+                 f"{timeout:g} s) ...")
     # the log, created private (spawn_detached appends to it)
     os.close(os.open(info.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     server = None
@@ -328,7 +331,7 @@ def start(model_repo: str, *, name: str | None = None, http_port: int | None = N
             [sys.executable, "-m", "veil.serve._daemon", "--name", name], log=info.log,
             input=json.dumps({"info": asdict(info), "home": str(home or veil_home())}).encode(),
             env=_daemon_env(name, home), what=f"server {name!r}")
-        return _wait_ready(name, server.pid, timeout, home)
+        return _wait_ready(name, server.pid, timeout, home, progress)
     except BaseException:
         pid = server.pid if server is not None else None
         if server is not None and pid_alive(server.pid, server.start):
@@ -354,13 +357,21 @@ def _last_error(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _wait_ready(name: str, pid: int, timeout: float, home: Path | None) -> ServerInfo:
-    """Until server `pid` records itself ready (or failed, or dies, or time runs out)."""
+def _wait_ready(name: str, pid: int, timeout: float, home: Path | None,
+                progress: Callable[[str], None] | None = None) -> ServerInfo:
+    """Until server `pid` records itself ready (or failed, or dies, or time runs out);
+    `progress` is told every WAIT_NOTE seconds that it is still waiting."""
     entry = _entry(name, home)
     start = proc_start_time(pid)
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    note = t0 + WAIT_NOTE
     log = str(_dir(home) / f"{name}.log")
     while True:
+        if progress is not None and time.monotonic() >= note:
+            progress(f"... still starting after {time.monotonic() - t0:.0f} s (Triton is "
+                     f"loading the models; log: {log})")
+            note += WAIT_NOTE
         info = _read(entry)
         if info is not None and info.pid == pid:
             if info.state == "ready":
@@ -378,16 +389,31 @@ def _wait_ready(name: str, pid: int, timeout: float, home: Path | None) -> Serve
 # ------------------------------------------------------------------ stop
 @dataclass
 class StopResult:
+    """What `stop` did: whether the server was running (else only what it left was removed),
+    whether it had to be killed, and what it was (pid, models, endpoint, repository)."""
+
     name: str
     was_running: bool
     killed: bool
+    pid: int | None = None
+    models: list[str] = field(default_factory=list)
+    model_repo: str = ""
+    http: str = ""
+    seconds: float = 0.0  # how long stopping took
+    leftovers: int = 0  # processes of a dead server that were ended
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
-def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopResult:
+def stop(name: str, *, grace: float = 60.0, home: Path | None = None,
+         progress: Callable[[str], None] | None = None) -> StopResult:
     """Stop server `name`: requests in flight finish (up to `grace` seconds), then the server
     and every process it started are gone, and its name is free again. For a server that died
-    (killed, machine restarted), remove what it left: its record, processes, scratch folder."""
+    (killed, machine restarted), remove what it left: its record, processes, scratch folder.
+    `progress` is told once a running server is being stopped."""
     grace = seconds(grace, "--grace", zero=True)
+    t0 = time.monotonic()
     info = get_server(name, home=home)
     if info.pid is None and info.state == "starting":
         raise InUse(f"server {name!r} is being started by another command; stop it once "
@@ -395,16 +421,22 @@ def stop(name: str, *, grace: float = 60.0, home: Path | None = None) -> StopRes
     was_running = info.state != "exited"
     killed = False
     files: list[Path] = []
+    left = 0
     if was_running:
+        if progress is not None:
+            progress(f"Stopping server {name!r} (pid {info.pid}): requests in flight finish "
+                     f"first (up to {grace:g} s) ...")
         files = _stub_files(_leftovers(name, home))  # Triton's, left if it has to be killed
         killed = process.stop(info.pid, info.proc_start, grace=grace)
     with name_lock(name, home):
         current = _read(_entry(name, home))
         if current is None or (current.pid, current.proc_start) == (info.pid, info.proc_start):
             # not a new server's: what is left of this one goes
-            clean_leftovers(name, home, files if killed else [])
+            left = clean_leftovers(name, home, files if killed else [])
             _entry(name, home).unlink(missing_ok=True)
-    return StopResult(name, was_running, killed)
+    return StopResult(name, was_running, killed, pid=info.pid, models=list(info.models),
+                      model_repo=info.model_repo, http=info.http,
+                      seconds=round(time.monotonic() - t0, 3), leftovers=left)
 
 
 # ------------------------------------------------------------------ what a dead server leaves
@@ -499,10 +531,11 @@ def _read_outside(scratch: Path) -> list[Path]:
     return out
 
 
-def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> None:
+def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> int:
     """With NAME's lock held and no live server of that name: end the processes a dead server
     of that name left, remove its scratch folder (PyTriton's workspace), its half-written
     records, and `files` with those of its leftover stubs (`_stub_files`) that are ours.
+    Returns how many processes it found.
 
     What is left may still start processes: a Triton still loading models when its server was
     killed starts their stubs, even once told to stop, and a stub starts its helpers. So the
@@ -553,3 +586,4 @@ def clean_leftovers(name: str, home: Path | None, files: list[Path] = ()) -> Non
                 shutil.rmtree(f)
             else:
                 f.unlink()
+    return len(seen)
