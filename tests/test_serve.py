@@ -5,6 +5,7 @@ wire, bad input and failures."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -51,7 +52,13 @@ def served():
         mp.setenv("VEIL_DRIVER", "copy")
         mp.delenv("VEIL_DATA_DIR", raising=False)
         try:
-            _serving.export_models(REPO)
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):  # the command, as the README runs it
+                assert main(["solutions", "face-privacy", "export-models", "--volume", REPO,
+                             "--json"]) == 0
+            exported = json.loads(out.getvalue())
+            assert exported["models"] == [_serving.BASE, _serving.NOISY]
+            assert exported["volume"] == REPO and exported["path"] == str(data.volume_path(REPO))
             info = serve.start(REPO, name=SERVER)
             try:
                 yield info
@@ -449,14 +456,26 @@ def test_cli_infer_like_the_seed(served, images, tmp_path, capsys, obfuscator):
     assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER,
                  "--stats", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "face(s) from face_detection_base" in out and '"model_stats"' in out
-    assert "FAILED" not in out
+    assert re.search(r"frame\.png: \d+ faces? from face_detection_base \(score >= 0\.5\)", out)
+    assert re.search(r"^FACE\s+LEFT\s+TOP\s+RIGHT\s+BOTTOM\s+WIDTH\s+HEIGHT\s+SCORE", out,
+                     re.M), out
+    # --stats: labelled tables of where the time went and what was sent, never raw JSON
+    for row in ("head (here)", "server round trip (tail)", "compute infer", "queue"):
+        assert re.search(rf"^{re.escape(row)}\s+\d", out, re.M), (row, out)
+    assert "Sent to the server: 512.0 KiB of tensor data, INPUT_0 FP32 [1, 128, 32, 32]" in out
+    assert "Server statistics for face_detection_base version 1" in out
+    assert "{" not in out and "FAILED" not in out
     assert (tmp_path / "out" / "frame.faces.png").is_file()
     obfuscator.save(tmp_path / "obf")
     assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER, "--noisy",
-                 "--obfuscator", str(tmp_path / "obf"), "--protocol", "grpc", "--json"]) == 0
+                 "--obfuscator", str(tmp_path / "obf"), "--protocol", "grpc", "--json",
+                 "--stats"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["model"] == _serving.NOISY and res["private"] is True
+    assert res["sent"]["bytes"] == 128 * 32 * 32 * 4 and res["sent"]["protocol"] == "grpc"
+    assert set(res["timing_ms"]) >= {"head", "obfuscation", "network"}
+    assert len(res["statistics"]["model_stats"]) == 1
+    assert all(set(f) == {"box", "score"} for f in res["results"][0]["faces"])
     assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER,
                  "--noisy"]) == 2
     assert "--noisy needs" in capsys.readouterr().err
@@ -464,7 +483,11 @@ def test_cli_infer_like_the_seed(served, images, tmp_path, capsys, obfuscator):
 
 def test_stop_with_requests_in_flight_loses_nothing(served, model, capsys):
     assert main(["serve", "start", "--model-repo", REPO, "--name", "flight"]) == 0
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
+    out = said.out
+    assert re.search(r"Starting Triton Inference Server 'flight' .* \(takes ~\d+ s; up to "
+                     r"--timeout 180 s\)", said.err), said.err  # said before the wait
+    assert re.search(r"Server 'flight' started in \d+\.\d s \(pid \d+\)", out), out
     assert "Server endpoints:" in out and "\nhttp: 127.0.0.1:" in out
     assert "\ngrpc: 127.0.0.1:" in out and "/metrics" in out
     info = serve.get_server("flight")
@@ -504,7 +527,11 @@ def test_stop_with_requests_in_flight_loses_nothing(served, model, capsys):
     t0 = time.monotonic()
     assert main(["serve", "stop", "flight"]) == 0
     took = time.monotonic() - t0
-    assert "Server 'flight' stopped." in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert re.search(rf"Server 'flight' stopped \(pid {info.pid}, serving face_detection_base, "
+                     rf"face_detection_noisy from volume '{REPO}', http {info.http}\) in "
+                     r"\d+\.\d s\.", said.out), said.out
+    assert "Stopping server 'flight'" in said.err  # before the wait, not silent
     for t in threads:
         t.join(timeout=30)
         assert not t.is_alive(), "a client hung after the server stopped"
@@ -906,7 +933,8 @@ def test_cleanup_ends_processes_started_after_it_looked(served, tmp_path):
 
     t0 = time.monotonic()
     try:
-        assert serve.stop("ghost").was_running is False
+        res = serve.stop("ghost")
+        assert res.was_running is False and res.leftovers >= 1  # the stand-in Triton at least
         spawned = [int(p) for p in pids.read_text().split()]
         assert len(spawned) == 3  # the stand-ins for Triton, its stub and the stub's helper
         _wait(lambda: triton.poll() is not None, 5)

@@ -26,15 +26,23 @@ def export_models(
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Largest batch per request "
                                        "(Triton batches concurrent requests up to it)."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite models already there."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: the volume, its path and "
+                                 "the models written."),
 ) -> None:
     """Write the detector's tail as Triton models face_detection_base and face_detection_noisy
     (TorchScript, input INPUT_0 FP32 [N, 128, 32, 32]) into a volume (TR-4928 scenario 3,
     steps 2 and 3)."""
     require_extra("torch", "torch", "veil solutions face-privacy")
+    err_console.print(f"Exporting the detector's tail to volume '{volume}' as TorchScript "
+                      "(takes ~15 s) ...", markup=False)
     from veil.solutions.face_privacy import export_models as export
 
     res = export(volume, weights=weights, noisy_weights=noisy_weights,
-                                 max_batch_size=max_batch_size, replace=replace)
+                 max_batch_size=max_batch_size, replace=replace)
+    if as_json:
+        return print_json({"volume": res.volume, "path": str(res.path),
+                           "models": [p.name for p in res.models],
+                           "max_batch_size": max_batch_size})
     console.print(f"Wrote {', '.join(p.name for p in res.models)} to volume '{res.volume}' "
                   f"({res.path}).", markup=False)
     console.print(f"Serve them: veil serve start --model-repo {res.volume}", markup=False)
@@ -119,10 +127,13 @@ def infer(
         dets = c.predict(pics)
         statistics = c.statistics() if stats else None
         model_name = c.model
+        timing = {k: round(1e3 * v, 3) for k, v in c.last_timing.items()}
+        sent = dict(c.last_sent)
     rows = []
     for p, (boxes, scores) in zip(images, dets, strict=True):
-        rows.append({"image": str(p), "faces": [[*map(float, b), float(s)]
-                                                for b, s in zip(boxes, scores, strict=True)]})
+        rows.append({"image": str(p), "faces": [
+            {"box": [round(float(v), 2) for v in b], "score": round(float(s), 4)}
+            for b, s in zip(boxes, scores, strict=True)]})
     if out is not None:
         from PIL import Image, ImageDraw
 
@@ -133,20 +144,116 @@ def infer(
             for x1, y1, x2, y2 in boxes:
                 draw.rectangle([x1, y1, x2, y2], outline=(255, 0, 0), width=3)
             im.save(out / f"{p.stem}.faces.png")
+    # the seed's check on the statistics: one entry, for the one version served
+    stats_ok = statistics is None or len(statistics.get("model_stats", [])) == 1
     if as_json:
-        return print_json({"model": model_name, "private": noisy, "results": rows,
-                           "statistics": statistics})
+        print_json({"model": model_name, "private": noisy, "results": rows,
+                    "timing_ms": timing, "sent": sent, "statistics": statistics})
+        if not stats_ok:
+            raise typer.Exit(1)
+        return
     for r in rows:
-        print(f"{r['image']}: {len(r['faces'])} face(s) from {model_name}")
-        for x1, y1, x2, y2, s in r["faces"]:
-            print(f"  {x1:7.1f} {y1:7.1f} {x2:7.1f} {y2:7.1f}  score {s:.3f}")
+        console.print(_faces_table(r["image"], r["faces"], model_name, threshold), markup=False)
     if statistics is not None:
-        import json
-
-        print(json.dumps(statistics))
-        if len(statistics.get("model_stats", [])) != 1:
+        console.print(_timing_table(timing, sent, len(rows)), markup=False)
+        for t in _stats_tables(statistics):
+            console.print(t, markup=False)
+        if not stats_ok:
             print("FAILED: Inference Statistics")
             raise typer.Exit(1)
+
+
+def _faces_table(image: str, faces: list[dict], model: str, threshold: float):
+    """One image's faces: a heading, then a row per face with its box in the image's pixels."""
+    from rich.console import Group
+    from rich.table import Table
+
+    n = len(faces)
+    head = (f"{image}: {n} face{'' if n == 1 else 's'} from {model} (score >= "
+            f"{threshold:g})")
+    if not faces:
+        return head
+    t = Table("FACE", "LEFT", "TOP", "RIGHT", "BOTTOM", "WIDTH", "HEIGHT", "SCORE", box=None,
+              pad_edge=False)
+    for i, f in enumerate(faces, 1):
+        x1, y1, x2, y2 = f["box"]
+        t.add_row(str(i), f"{x1:.1f}", f"{y1:.1f}", f"{x2:.1f}", f"{y2:.1f}",
+                  f"{x2 - x1:.1f}", f"{y2 - y1:.1f}", f"{f['score']:.3f}")
+    for c in t.columns[1:]:
+        c.justify = "right"
+    return Group(head, t)
+
+
+_STAGES = {"preprocess": "preprocess (resize to 1024 x 1024)", "head": "head (here)",
+           "obfuscation": "obfuscation (here)", "network": "server round trip (tail)",
+           "postprocess": "postprocess (decode, NMS)"}
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB" if n < 1024 ** 2 else f"{n / 1024 ** 2:,.1f} MiB"
+
+
+def _timing_table(timing: dict[str, float], sent: dict, images: int):
+    """Where this call's time went, on this machine's clock, and what it sent."""
+    from rich.console import Group
+    from rich.table import Table
+
+    t = Table("CLIENT STAGE", "MS", box=None, pad_edge=False)
+    t.columns[1].justify = "right"
+    for k, label in _STAGES.items():
+        if k in timing:
+            t.add_row(label, f"{timing[k]:.1f}")
+    t.add_row("total", f"{sum(timing.values()):.1f}")
+    rows: list = [f"This call ({images} image{'' if images == 1 else 's'}):", t]
+    if sent:
+        shape = "[" + ", ".join(map(str, sent["shape"])) + "]"
+        how = "as JSON numbers (larger on the wire)" if sent["encoding"] == "json" else \
+            "as binary"
+        reqs = sent["requests"]
+        rows.append(f"Sent to the server: {_kib(sent['bytes'])} of tensor data, "
+                    f"{sent['input']} {sent['datatype']} {shape} {how} over "
+                    f"{sent['protocol']}, in {reqs} request{'' if reqs == 1 else 's'}; the "
+                    "images stayed here.")
+    return Group(*rows)
+
+
+_SERVER_STAGES = ("success", "fail", "queue", "compute_input", "compute_infer",
+                  "compute_output", "cache_hit", "cache_miss")
+
+
+def _stats_tables(statistics: dict) -> list:
+    """The server's statistics per model version (Triton's cumulative counts since it
+    started): a row per stage, and one per batch size."""
+    from rich.console import Group
+    from rich.table import Table
+
+    def count_ms(d: dict | None) -> tuple[int, float]:
+        d = d or {}  # gRPC's JSON leaves out zero counts, and writes 64-bit numbers as text
+        return int(d.get("count", 0) or 0), int(d.get("ns", 0) or 0) / 1e6
+
+    out = []
+    for m in statistics.get("model_stats", []):
+        inf, exe = int(m.get("inference_count", 0) or 0), int(m.get("execution_count", 0) or 0)
+        head = (f"Server statistics for {m.get('name', '?')} version {m.get('version', '?')} "
+                f"(since the server started): {inf} inference{'' if inf == 1 else 's'} in "
+                f"{exe} execution{'' if exe == 1 else 's'}")
+        t = Table("SERVER STAGE", "REQUESTS", "TOTAL MS", "MEAN MS", box=None, pad_edge=False)
+        for k in _SERVER_STAGES:
+            n, ms = count_ms(m.get("inference_stats", {}).get(k))
+            if k.startswith("cache") and not n:
+                continue  # no response cache configured
+            t.add_row(k.replace("_", " "), str(n), f"{ms:.1f}", f"{ms / n:.1f}" if n else "-")
+        b = Table("BATCH SIZE", "EXECUTIONS", "COMPUTE MEAN MS", box=None, pad_edge=False)
+        for row in m.get("batch_stats", []):
+            n, ms = count_ms(row.get("compute_infer"))
+            b.add_row(str(row.get("batch_size", "?")), str(n), f"{ms / n:.1f}" if n else "-")
+        for table in (t, b):
+            for c in table.columns[1:]:
+                c.justify = "right"
+        out.append(Group(head, t, *([b] if b.row_count else [])))
+    if not out:
+        out.append("Server statistics: none for this model")
+    return out
 
 
 def register(group: typer.Typer) -> None:

@@ -97,6 +97,7 @@ class Client:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.timeout, self.binary = float(timeout), binary
         self.last_timing: dict[str, float] = {}
+        self.last_sent: dict[str, Any] = {}  # what the last send() put on the wire
         self._thread = threading.get_ident()
         self._connected = False
         require_extra(f"tritonclient.{protocol}", "serve", "a veil.serve client")
@@ -240,6 +241,11 @@ class Client:
             and self.activation_shape[0] == -1 else len(arr)
         parts = [self._request(arr[i:i + step]) for i in range(0, len(arr), max(step, 1))]
         self.last_timing["network"] = time.perf_counter() - t0
+        self.last_sent = {"input": self.input_name, "datatype": self.input_wire,
+                          "shape": list(arr.shape), "bytes": int(arr.nbytes),
+                          "requests": len(parts), "protocol": self.protocol,
+                          "encoding": "binary" if self.binary or self.protocol == "grpc"
+                          else "json"}
         if len(parts) == 1:
             return tuple(parts[0])
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
