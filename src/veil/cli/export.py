@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from veil.cli._render import console
+from veil.cli._render import console, print_json
 
 app = typer.Typer(help="Write veil's state for other engines (Kubernetes).",
                   no_args_is_help=True)
@@ -19,6 +19,7 @@ def k8s(
                               "active job (else only the Queues)."),
     namespace: str = typer.Option("default", "--namespace", help="For the Pods."),
     image: str = typer.Option("veil:latest", "--image", help="Container image of the Pods."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: the files written."),
 ) -> None:
     """KAI-Scheduler Queues for the projects (quota, overQuotaWeight, limit) and Pods for the
     active jobs. A solution's own jobs: veil solutions NAME export k8s DIR --project P."""
@@ -27,5 +28,8 @@ def k8s(
 
     Target(namespace=namespace, image=image).check()  # refused before anything is written
     check_folder(directory)
-    for f in emit_k8s(directory, jobs=jobs, namespace=namespace, image=image):
+    files = emit_k8s(directory, jobs=jobs, namespace=namespace, image=image)
+    if as_json:
+        return print_json({"files": [str(f) for f in files]})
+    for f in files:
         console.print(f"wrote {f}", markup=False)

@@ -8,6 +8,8 @@ import typer
 
 from veil.cli._render import console, print_json
 
+LATEST = "latest"  # VOLUME@latest: the volume's newest snapshot, whatever its name
+
 
 def _run_line(r) -> str:
     head = r.headline
@@ -17,12 +19,13 @@ def _run_line(r) -> str:
 
 
 def lineage(
-    subject: str = typer.Argument(..., help="A snapshot (NAME or VOLUME@NAME) or an MLflow run "
-                                  "id."),
+    subject: str = typer.Argument(..., help="A snapshot (NAME, VOLUME@NAME, or VOLUME@latest "
+                                  "for the volume's newest) or an MLflow run id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show which run produced a snapshot and which runs trained on it (through a clone), or,
-    for a run, its data volume, the snapshot that data came from and the snapshot it made."""
+    for a run, its data volume, the snapshot that data came from and the snapshot it made.
+    VOLUME@latest names the volume's newest snapshot."""
     from veil import track
 
     if re.fullmatch(r"[0-9a-f]{32}", subject):
@@ -44,8 +47,15 @@ def lineage(
     from veil.errors import NotFound
 
     volume, _, name = subject.rpartition("@")
-    snaps = [s for s in data.list_snapshots() if s.name == name
-             and (not volume or s.volume == volume)]
+    if volume and name == LATEST:
+        snaps = data.list_snapshots(volume)[-1:]  # oldest first; NotFound for no such volume
+        if not snaps:
+            raise NotFound(f"volume {volume!r} has no snapshot yet (veil snapshot create "
+                           f"{volume})")
+        name = snaps[0].name
+    else:
+        snaps = [s for s in data.list_snapshots() if s.name == name
+                 and (not volume or s.volume == volume)]
     if not snaps:
         raise NotFound(f"no snapshot named {subject!r} and no run id (32 hex digits)")
     if len(snaps) > 1:

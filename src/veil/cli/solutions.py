@@ -171,6 +171,9 @@ def _generate(sol, fmt) -> Callable:
                                              sizes={k: kw[k] for k in fmt.sizes},
                                              volume=kw["volume"], progress=bar)
         what = resolve(fmt.describe)(sizes) if fmt.describe else f"a {fmt.name} data set"
+        if kw["as_json"]:
+            return print_json({"path": str(target), "volume": kw["volume"], "format": fmt.name,
+                               "seed": kw["seed"], "sizes": sizes, "description": what})
         console.print(f"Wrote {what} to {target}.", markup=False)
 
     params = [
@@ -184,6 +187,8 @@ def _generate(sol, fmt) -> Callable:
     for name, default in fmt.sizes.items():
         params.append(_param(name, int, typer.Option(
             default, "--" + name.replace("_", "-"), help=fmt.size_help.get(name))))
+    params.append(_param("as_json", bool, typer.Option(False, "--json", help="Print JSON: "
+                                                       "where it was written, the sizes.")))
     return _command(impl, params, f"Write a generated data set in {fmt.name}'s layout "
                                   f"({fmt.description}).")
 
@@ -224,8 +229,8 @@ def _score(sol, metric) -> Callable:
         shown = list(metric.shown) or [k for k, v in res.items() if isinstance(v, float)]
         for k in shown:
             print(f"{k} {res[k]:.4f}")
-        rest = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in res.items() if k not in shown]
+        rest = [f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float)
+                else f"{k.replace('_', ' ')} {v}" for k, v in res.items() if k not in shown]
         if rest:
             err_console.print(f"({'; '.join(rest)})", markup=False)
 
@@ -333,6 +338,8 @@ def _export_k8s(sol, job) -> Callable:
           if "seed" in {f.name for f in dataclasses.fields(job.config)} else []),
         *_field_params(job.config, prefix="cfg_", export=True),
         *(_field_params(job.k8s_options, prefix="k8s_") if job.k8s_options else []),
+        _param("as_json", bool, typer.Option(False, "--json", help="Print JSON: the files "
+                                             "written.")),
     ]
 
     def impl(kw: dict) -> None:
@@ -352,7 +359,10 @@ def _export_k8s(sol, job) -> Callable:
         target = k8s.Target(kw["namespace"], kw["image"], kw["gpus"], project).check()
         extra = {"data": kw["data"]} if kw["data"] is not None else {}
         docs = resolve(job.k8s)(cfg, target, opts, **extra)
-        for f in k8s.write(kw["directory"], docs):
+        files = k8s.write(kw["directory"], docs)
+        if kw["as_json"]:
+            return print_json({"files": [str(f) for f in files]})
+        for f in files:
             console.print(f"wrote {f}", markup=False)
 
     return _command(impl, params, f"Write Kubernetes manifests for the {job.name} job "
