@@ -52,6 +52,12 @@ def test_two_processes_snapshot_lineage_and_retraining_from_a_restore(home, caps
     assert metrics["processes"] == 2 and len(metrics["epochs"]) == 1
     assert metrics["test"] is not None and (run_dir / "predictions.json").is_file()
     read_labels(run_dir / "predictions.json", prediction=True)
+    # the command says where the predictions and the labels they are scored on are
+    assert f"Predictions: {run_dir / 'predictions.json'}" in out
+    assert f"Test labels: {data.volume_path('tusimple') / 'data' / 'test_label.json'}" \
+        in out
+    assert main(["lineage", "tusimple@latest", "--json"]) == 0  # VOLUME@latest: the newest
+    assert json.loads(capsys.readouterr().out)["snapshot"]["name"] == snap
     r = track.get_run(run_id)
     assert r.status == "FINISHED" and r.output_snapshot == snap
     assert r.data_volume == "tusimple" and r.params["processes"] == "2"

@@ -57,11 +57,17 @@ def render_training(res) -> vs.Rendered:
         lines.append(f"MLflow run: {res.run_id}")
     if res.snapshot:
         lines.append(f"Snapshot: {res.snapshot} (volume {res.snapshot_volume})")
+    predictions = run.out / "predictions.json"
+    truth = Path(run.metrics["config"]["data"]) / "test_label.json"
     if test:
         lines.append(f"Accuracy {test['Accuracy']:.4f}  FP {test['FP']:.4f}  FN "
                      f"{test['FN']:.4f}  F1 {test['F1']:.4f}")
+    if predictions.is_file():  # written when the test labels were scored
+        lines += [f"Predictions: {predictions}", f"Test labels: {truth}"]
     data = {**run.metrics, "run_id": res.run_id, "snapshot": res.snapshot,
-            "out": str(run.out)}
+            "out": str(run.out),
+            "predictions": str(predictions) if predictions.is_file() else None,
+            "test_labels": str(truth) if predictions.is_file() else None}
     return vs.Rendered(lines, [], data, 0)
 
 
