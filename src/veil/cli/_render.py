@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from veil.jsonio import dumps
+from veil.progress import LineProgress
 
 # Piped output is not cut to 80 columns: names in tables stay whole for grep and scripts.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
@@ -35,8 +36,19 @@ def labels(d: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(d.items())) or "-"
 
 
+def size(n: float) -> str:
+    """Bytes in binary units, as the bars show them: 512 B, 1.5 KiB, 3.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
 class BarProgress:
-    """A rich progress bar on stderr for long data operations (implements veil.data.Progress)."""
+    """Progress of long data operations on stderr, counted in bytes (implements
+    veil.data.Progress): a rich bar on a terminal, plain lines (veil.progress.LineProgress)
+    when stderr is a file or a pipe."""
 
     def __init__(self) -> None:
         self._bar = Progress(
@@ -45,7 +57,8 @@ class BarProgress:
         )
         self._task = None
 
-        self._live = err_console.is_terminal  # no bar when stderr is a file or a pipe
+        self._live = err_console.is_terminal
+        self._lines = None if self._live else LineProgress(amount=size)
 
     def __enter__(self) -> BarProgress:
         if self._live:
@@ -55,14 +68,18 @@ class BarProgress:
     def __exit__(self, *exc) -> None:
         if self._live:
             self._bar.__exit__(*exc)
+        else:
+            self._lines.close()
 
     def start(self, total: int, description: str) -> None:
         if not self._live:
-            return
+            return self._lines.start(total, description)
         if self._task is not None:
             self._bar.remove_task(self._task)
         self._task = self._bar.add_task(description, total=total)
 
     def advance(self, n: int) -> None:
-        if self._live and self._task is not None:
+        if not self._live:
+            self._lines.advance(n)
+        elif self._task is not None:
             self._bar.advance(self._task, n)
