@@ -32,13 +32,15 @@ TASK = get_task("shapes")
 
 
 class Recorder:
-    """A veil.progress.Progress that keeps (total, advanced) per phase."""
+    """A veil.progress.Progress that keeps (total, advanced) and the description per phase."""
 
     def __init__(self):
         self.phases: list[tuple[int, int]] = []
+        self.names: list[str] = []
 
     def start(self, total: int, description: str) -> None:
         self.phases.append((total, 0))
+        self.names.append(description)
 
     def advance(self, n: int = 1) -> None:
         total, done = self.phases[-1]
@@ -386,12 +388,26 @@ def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
         assert (tmp_path / f).stat().st_size > 1000
     saved = json.loads((tmp_path / "attack.json").read_text())
     assert saved["rows"][0]["bits_per_element"] is None  # infinite: clean
-    # two obfuscators fitted for one epoch each, then four decoders (clean, 0.5, 0.95, k=4)
-    assert progress.phases == [(1, 1), (1, 1), (4 * 6, 4 * 6)]
+    # two obfuscators fitted for one epoch each (a measuring pass and an epoch, 4 batches of
+    # 128 each), the head over the attack and test splits (batches of 256), then four decoders
+    # (clean, 0.5, 0.95, k=4)
+    assert progress.phases == [(8, 8), (8, 8), (2, 2), (1, 1), (4 * 6, 4 * 6)]
+    assert progress.names == ["fitting noise (ALPHA 0.5)", "fitting noise (ALPHA 0.95)",
+                              "activations of the attack split: running the head",
+                              "activations of the test split: running the head",
+                              "training inversion decoders"]
 
 
 def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tmp_path):
-    r = evaluate(TASK, shapes_data, [0.2, 0.97], workdir=tmp_path, epochs=1, draws=3)
+    progress = Recorder()
+    r = evaluate(TASK, shapes_data, [0.2, 0.97], workdir=tmp_path, epochs=1, draws=3,
+                 progress=progress)
+    # each fitting, then each scoring (one batch of 240 test images), shown as it runs
+    assert progress.names == ["fitting noise (ALPHA 0.2)", "fitting noise (ALPHA 0.97)",
+                              "scoring clean: predicting",
+                              *[f"scoring ALPHA {a}, draw {d}/3: predicting"
+                                for a in (0.2, 0.97) for d in (1, 2, 3)]]
+    assert all(done == total for total, done in progress.phases)
     assert [row.alpha for row in r.rows] == [None, 0.2, 0.97]
     # three scored draws per ALPHA, their spread their standard deviation (it may be 0 when the
     # model is robust enough that every draw scores alike; fresh noise is tested above)

@@ -110,7 +110,7 @@ def fit(
     p.check_alpha(alpha)
     t = p.get_task(task)
     path = out or p.obfuscator_path(_workdir(workdir, t, p), distribution, alpha)
-    with TqdmProgress(unit="epoch") as progress:
+    with TqdmProgress(unit="batch") as progress:
         obf = p.fit_one(t, data, alpha, distribution=distribution, epochs=epochs,
                         device=device, progress=progress, out=path)
     info = {"path": str(path), "alpha": alpha, "distribution": distribution,

@@ -8,7 +8,7 @@ the images it is scored on. It trains a decoder per noise setting and is scored 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 
 import torch
@@ -65,16 +65,20 @@ class Pairs:
         return self.images.shape[-1] // self.activations.shape[-1]
 
 
-def collect(head: Callable, batches: Iterable, device, limit: int | None = None) -> Pairs:
+def collect(head: Callable, batches: Iterable, device, limit: int | None = None, *,
+            progress: Progress | None = None) -> Pairs:
     """Run the head over (inputs, images) batches once; activations and images on CPU.
 
     With `limit`, keep that many images spread evenly over the split (splits may be ordered by
-    class)."""
+    class). `progress` gets one phase, advancing once per batch."""
+    progress = or_silent(progress)
+    progress.start(len(batches) if isinstance(batches, Sized) else 0, "running the head")
     acts, imgs = [], []
     with torch.no_grad():
         for x, img in batches:
             acts.append(head(x.to(device)).cpu())
             imgs.append(img.cpu())
+            progress.advance(1)
     if not acts:
         raise InvalidArgument("no images to attack with: the split is empty")
     a, i = torch.cat(acts), torch.cat(imgs)

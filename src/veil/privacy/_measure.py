@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from veil.privacy._obfuscator import MAX_EPOCHS, Obfuscator, check_alpha, check_
 from veil.privacy._split import SplitModel
 from veil.privacy._tasks import PrivacyTask, get_task
 from veil.privacy._util import check_device, check_int, progress_for
-from veil.progress import Log, Progress
+from veil.progress import Log, Progress, prefixed
 
 # TR-4928, "Inferencing accuracy comparison"
 SEED_ALPHAS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
@@ -122,7 +123,7 @@ def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitMo
     """Fit one obfuscator for `task` on the data set's fit split; with `out`, save it there
     (a folder that is not a saved obfuscator is refused before fitting).
 
-    `progress` (or, without one, tqdm bars when `verbose`) follows the fitting epochs."""
+    `progress` (or, without one, bars when `verbose`) follows the fitting."""
     task = _task(task)
     obf = Obfuscator(alpha, distribution, epochs=epochs, device=device,
                      random_state=random_state, verbose=verbose)
@@ -205,7 +206,8 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
              log: Log | None = None) -> EvaluateResult:
     """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table:
     `alphas` defaults to SEED_ALPHAS), averaged over `draws` passes with fresh noise; or, with
-    `obfuscator`, at that one's ALPHA. `progress` (or bars when `verbose`) follows the fitting."""
+    `obfuscator`, at that one's ALPHA. `progress` (or bars when `verbose`) follows the fitting
+    and the scoring."""
     task = _task(task)
     check_int("draws", draws, 1, MAX_DRAWS)
     if obfuscator is not None:
@@ -224,6 +226,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
     workdir = Path(workdir or default_workdir(task))
     _check_workdir(workdir)
     _check_splits(task, data, ["test"])
+    progress = progress_for(progress, verbose)
     model = task.load_model(device)
     if obfuscator is not None:
         obfuscator.check_model(model)
@@ -234,10 +237,13 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
                            distribution=distribution, epochs=epochs, refit=refit, device=device,
                            verbose=verbose, progress=progress, log=log)
     test = task.splits["test"]
-    clean = task.score(model, None, data, test, device)
+    clean = _score(task, model, None, data, test, device, progress, "scoring clean")
     rows = [EvaluateRow(None, clean, 1.0, None)]
     for alpha, obf in obfs.items():
-        values = [task.score(model, obf.transform, data, test, device) for _ in range(draws)]
+        values = [_score(task, model, obf.transform, data, test, device, progress,
+                         f"scoring ALPHA {alpha:g}" + (f", draw {d + 1}/{draws}" if draws > 1
+                                                       else ""))
+                  for d in range(draws)]
         value = statistics.fmean(values)
         rows.append(EvaluateRow(alpha, value, value / clean if clean else math.nan,
                                 obf.budget_bits if alpha else None,
@@ -336,8 +342,10 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
                        distribution=distribution, epochs=epochs, refit=refit, device=device,
                        progress=progress, log=log)
     head = model.forward_head
-    att = _attack.collect(head, task.images(data, task.splits["attack"]), device, attack_limit)
-    test = _attack.collect(head, task.images(data, task.splits["test"]), device, test_limit)
+    att = _attack.collect(head, task.images(data, task.splits["attack"]), device, attack_limit,
+                          progress=prefixed(progress, "activations of the attack split"))
+    test = _attack.collect(head, task.images(data, task.splits["test"]), device, test_limit,
+                           progress=prefixed(progress, "activations of the test split"))
     signal_var = test.activations.double().var(0, unbiased=False)
 
     decoders = len(alphas) + 1 + sum(k != 1 for k in ks)  # k = 1 reuses the sweep's decoder
@@ -459,20 +467,22 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, *shape), generator=gen).to(dev)
     progress = progress_for(progress, verbose)
-    progress.start(2 * repeats + obf_repeats + 4, "timing")
+    # a step: one head or one tail (a head + tail run is two), or one obfuscation alone
+    progress.start(5 + 6 * repeats + obf_repeats, "timing")
     with torch.inference_mode():
         a = model.forward_head(x)
         obfuscator.check_activation(a)
+        progress.advance(1)
         for _ in range(2):  # warm-up: allocator, kernels, caches
             model.forward_tail(obfuscator.transform(model.forward_head(x)))
             progress.advance(2)
         head_t, tail_t, clean_t, private_t = [], [], [], []
         for _ in range(repeats):  # interleaved so drift hits both the same way
-            t0 = _timed(lambda: model.forward_head(x), dev)
-            t1 = _timed(lambda: model.forward_tail(a), dev)
-            head_t.append(t0)
-            tail_t.append(t1)
+            head_t.append(_timed(lambda: model.forward_head(x), dev))
+            tail_t.append(_timed(lambda: model.forward_tail(a), dev))
+            progress.advance(2)
             clean_t.append(_timed(lambda: model.forward_tail(model.forward_head(x)), dev))
+            progress.advance(2)
             private_t.append(_timed(
                 lambda: model.forward_tail(obfuscator.transform(model.forward_head(x))), dev))
             progress.advance(2)
@@ -492,6 +502,23 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *
 
 
 # ---------------------------------------------------------------------- helpers
+def _score(task: PrivacyTask, model: SplitModel, transform, data: Path, split: str, device: str,
+           progress: Progress, what: str) -> float:
+    """`task.score`, its progress shown as `what`: the task's own phases when its score takes a
+    `progress`, else one step for the whole."""
+    try:
+        params = inspect.signature(task.score).parameters.values()
+    except (TypeError, ValueError):  # a callable without a readable signature
+        params = []
+    if any(p.name == "progress" or p.kind is p.VAR_KEYWORD for p in params):
+        return task.score(model, transform, data, split, device,
+                          progress=prefixed(progress, what))
+    progress.start(1, what)
+    value = task.score(model, transform, data, split, device)
+    progress.advance(1)
+    return value
+
+
 def _write_json(path: Path, result: Any) -> Path:
     def plain(o):
         if isinstance(o, dict):

@@ -102,8 +102,8 @@ class Obfuscator:
     `min_share`: every channel keeps at least this fraction of the mean leakage budget, which
     bounds its noise scale. `max_mean`: bound on the noise mean, in channel standard deviations.
     `random_state`: seed for fitting and sampling; None draws from the OS (never set it in
-    production: a known seed makes the noise predictable). `verbose`: tqdm bars on stderr while
-    fitting, unless `fit` is given a progress.
+    production: a known seed makes the noise predictable). `verbose`: progress on stderr while
+    fitting (veil.progress.TqdmProgress), unless `fit` is given a progress.
     """
 
     def __init__(self, alpha: float = 0.8, distribution: str = "laplace", *, epochs: int = 3,
@@ -189,7 +189,9 @@ class Obfuscator:
             progress: Progress | None = None) -> Obfuscator:
         """Learn the noise parameters on `loader` with the model frozen; returns self.
 
-        `progress` advances once per epoch (default: bars when `verbose`, else nothing)."""
+        `progress` (default: bars when `verbose`, else nothing) gets one phase: a pass that
+        measures the activation, then the epochs, advancing once per batch (once per pass
+        when the loader has no length)."""
         self._validate()
         if not isinstance(split_model, SplitModel):
             raise InvalidArgument("fit needs a SplitModel (see veil.privacy.split_at)")
@@ -198,8 +200,18 @@ class Obfuscator:
             torch.manual_seed(self.random_state)
         self._generators.clear()
         self._cache.clear()
+        progress = progress_for(progress, self.verbose, "batch")
+        epochs = self.epochs if self.alpha > 0 else 0
+        try:
+            per_pass: int | None = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            per_pass = None
+        progress.start((per_pass or 1) * (1 + epochs), f"fitting noise (ALPHA {self.alpha:g})")
+        tick = lambda: progress.advance(1)  # noqa: E731
+        batch_done, pass_done = (tick, lambda: None) if per_pass else (lambda: None, tick)
         with _Frozen(split_model) as model:
-            stats = self._signal_stats(model, loader, device)
+            stats = self._signal_stats(model, loader, device, batch_done)
+            pass_done()
             channels = stats["channels"]
             self.signal_mean_ = stats["mean"]
             self.signal_std_ = stats["std"]
@@ -209,13 +221,13 @@ class Obfuscator:
             self.logits_ = torch.zeros(channels)
             self.mean_logits_ = torch.zeros(channels)
             self.loss_history_: list[float] = []
-            if self.alpha > 0 and self.epochs > 0:
-                self._train(model, loader, task_loss, device,
-                            progress_for(progress, self.verbose, "epoch"))
+            if epochs > 0:
+                self._train(model, loader, task_loss, device, batch_done, pass_done)
         self._finish()
         return self
 
-    def _signal_stats(self, model: SplitModel, loader: Iterable, device) -> dict[str, Any]:
+    def _signal_stats(self, model: SplitModel, loader: Iterable, device,
+                      batch_done: Callable[[], None]) -> dict[str, Any]:
         total = total_sq = None
         count = 0
         shape = dtype = None
@@ -236,6 +248,7 @@ class Obfuscator:
                 total = s if total is None else total + s
                 total_sq = sq if total_sq is None else total_sq + sq
                 count += a.numel() // a.shape[1]
+                batch_done()
         if count == 0:
             raise InvalidArgument("the loader yielded no batches: nothing to fit on")
         if not (torch.isfinite(total).all() and torch.isfinite(total_sq).all()):
@@ -250,13 +263,12 @@ class Obfuscator:
                 "dtype": dtype}
 
     def _train(self, model: SplitModel, loader: Iterable, task_loss: Callable, device,
-               progress: Progress) -> None:
+               batch_done: Callable[[], None], pass_done: Callable[[], None]) -> None:
         logits = self.logits_.clone().to(device).requires_grad_(True)
         mean_logits = self.mean_logits_.clone().to(device).requires_grad_(True)
         signal_std = self.signal_std_.to(device)
         opt = torch.optim.Adam([logits, mean_logits], lr=self.lr)
         view = (1, -1) + (1,) * (len(self.activation_shape_) - 1)
-        progress.start(self.epochs, f"fitting noise (ALPHA {self.alpha:g})")
         for _ in range(self.epochs):
             losses = []
             for x, y in pairs(loader):
@@ -270,6 +282,7 @@ class Obfuscator:
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
+                batch_done()
             if not losses:
                 raise InvalidArgument("the loader yielded no batches on a second pass: pass a "
                                       "re-iterable loader (a DataLoader, a list), not an iterator")
@@ -277,7 +290,7 @@ class Obfuscator:
             if not math.isfinite(self.loss_history_[-1]):
                 raise InvalidArgument(f"fitting diverged in epoch {len(self.loss_history_)}: "
                                       f"the task loss is {self.loss_history_[-1]}")
-            progress.advance(1)
+            pass_done()
         self.logits_ = logits.detach().cpu()
         self.mean_logits_ = mean_logits.detach().cpu()
 

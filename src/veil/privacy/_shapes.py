@@ -309,17 +309,22 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def score(model: SplitModel, transform, data, split: str = "test",
-          device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy on `split` with `transform` (None: clean) applied to the activation."""
+          device: str | torch.device = "cpu", progress: Progress | None = None) -> float:
+    """Top-1 accuracy on `split` with `transform` (None: clean) applied to the activation;
+    `progress` gets one phase, advancing once per batch."""
     correct = total = 0
+    batches = loader(data, split, batch_size=256)
+    progress = or_silent(progress)
+    progress.start(len(batches), "predicting")
     with torch.no_grad():
-        for x, y in loader(data, split, batch_size=256):
+        for x, y in batches:
             a = model.forward_head(x.to(device))
             if transform is not None:
                 a = transform(a)
             pred = model.forward_tail(a).argmax(1).cpu()
             correct += int((pred == y).sum())
             total += len(y)
+            progress.advance(1)
     return correct / total
 
 

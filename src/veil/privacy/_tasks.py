@@ -25,7 +25,8 @@ class PrivacyTask:
     loader(data, split, batch_size, shuffle) -> iterable of (inputs, targets) batches.
     task_loss(tail_output, targets) -> scalar tensor the obfuscator is fitted against.
     score(model, transform, data, split, device) -> the task metric (higher is better), with
-        `transform` applied to the activation (None: clean).
+        `transform` applied to the activation (None: clean). A score that also takes a
+        `progress` keyword gets one (a veil.progress.Progress) to show its phases on.
     images(data, split, batch_size) -> iterable of (inputs, images in [0, 1]) for the attack.
     generate(path, *, seed, sizes, progress) writes a dataset in the task's real on-disk format;
         `sizes` maps the splits "fit", "attack" and "test" to image counts (`sizes` below holds

@@ -93,9 +93,11 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
 
 
 def obfuscator_for(model, dataset: Path, alpha: float, obfuscator: Path | None, *,
-                   workdir: Path | None, device: str, refit: bool = False, log=None):
+                   workdir: Path | None, device: str, refit: bool = False, log=None,
+                   progress=None):
     """The obfuscator to apply: `obfuscator` if given, else the one fitted on DATASET/fit for
-    this ALPHA (fitted now if the work folder has none)."""
+    this ALPHA (fitted now if the work folder has none, shown on `progress`, by default on
+    stderr)."""
     from veil.privacy import Obfuscator, default_workdir, obfuscator_path, obfuscators
 
     if obfuscator is not None:
@@ -105,7 +107,7 @@ def obfuscator_for(model, dataset: Path, alpha: float, obfuscator: Path | None, 
         return obf, Path(obfuscator)
     wd = Path(workdir) if workdir else default_workdir("faces")
     obfs = obfuscators("faces", dataset, [alpha], workdir=wd, model=model, refit=refit,
-                       device=device, verbose=True, log=log)
+                       device=device, verbose=True, progress=progress, log=log)
     return obfs[alpha], obfuscator_path(wd, obfs[alpha].distribution, alpha)
 
 
@@ -121,7 +123,8 @@ def evaluate_job(cfg: EvaluateConfig, ctx: JobContext) -> JobOutput:
     transform = obf_path = None
     if alpha is not None:
         obf, obf_path = obfuscator_for(model, ctx.data, alpha, cfg.obfuscator,
-                                       workdir=cfg.workdir, device=ctx.device, log=ctx.log)
+                                       workdir=cfg.workdir, device=ctx.device, log=ctx.log,
+                                       progress=ctx.progress)
         transform = obf.transform
     ev = _evaluate.run(model, ds, transform, alpha=alpha, batch_size=cfg.batch_size,
                        progress=ctx.progress)

@@ -101,9 +101,11 @@ def task_loss(output, targets) -> torch.Tensor:
                                     _model.priors(_model.INPUT, loc.device))
 
 
-def score(model, transform, data, split: str = "test", device="cpu") -> float:
+def score(model, transform, data, split: str = "test", device="cpu",
+          progress: Progress | None = None) -> float:
     """mAP over the split's folds (mean of per-fold AP at IoU 0.5), as the seed reports it."""
-    return _evaluate.run(model, split_root(data, split), transform, strict=True).map
+    return _evaluate.run(model, split_root(data, split), transform, strict=True,
+                         progress=progress).map
 
 
 def generate(path, *, seed: int = 0, sizes: dict[str, int] | None = None,
