@@ -47,6 +47,9 @@ def test_a_solution_in_its_own_package_gets_every_command_from_the_registry(veil
     p = veil("solutions", "toy", "generate", "pts", "--volume", "toyvol", "--points", "40",
              "--seed", "3")
     assert "Wrote a points data set" in p.stdout
+    made = json.loads(veil("solutions", "toy", "generate", "pts-2", "--volume", "toyvol",
+                           "--points", "5", "--json").stdout)
+    assert made["sizes"] == {"points": 5} and made["path"].endswith("pts-2")
     root = tmp_path / "home"
     found = list(root.rglob("pts/points.csv"))
     assert len(found) == 1 and len(found[0].read_text().splitlines()) == 40
@@ -60,6 +63,8 @@ def test_a_solution_in_its_own_package_gets_every_command_from_the_registry(veil
     out = json.loads(p.stdout)
     assert out["metrics"]["mse"] < 0.05 and out["snapshot"].startswith("snap-toyvol-toy-")
     assert "fitted y = 2.0" in p.stderr
+    # the home's first tracked run says why it is slow to start: the store is being made
+    assert "Creating the lineage store" in p.stderr and "mlflow.db" in p.stderr
     lin = veil("lineage", f"toyvol@{out['snapshot']}").stdout
     assert out["run_id"] in lin.split("used by")[0] and "mse " in lin
     run = veil("lineage", out["run_id"], "--json").stdout
@@ -74,6 +79,7 @@ def test_a_solution_in_its_own_package_gets_every_command_from_the_registry(veil
              "--model", str(model), "--json")
     ev = json.loads(p.stdout)
     assert ev["metrics"]["mse"] == pytest.approx(out["metrics"]["mse"])
+    assert "Creating the lineage store" not in p.stderr  # once per home
     r2 = json.loads(veil("lineage", ev["run_id"], "--json").stdout)["run"]["tags"]
     assert r2["veil.data_snapshot"] == out["snapshot"]  # the clone's origin is its lineage
 

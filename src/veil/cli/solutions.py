@@ -281,6 +281,14 @@ def _job(sol, job) -> Callable:
         data_flag = (job.data_flags or ("--data",))[0]
         if kw["track"]:
             require_extra("mlflow", "track", "recording the run (--no-track skips it)")
+        checks = resolve(job.prepare)
+
+        def prepare(config, ctx) -> None:  # everything checked: now the store may be made
+            if checks is not None:
+                checks(config, ctx)
+            if kw["track"]:
+                _open_lineage_store()
+
         with TqdmProgress(keep=True) as bar:
             res = run_job(resolve(job.run), cfg, job=name,
                           experiment=job.experiment or sol.name, solution=sol.name,
@@ -290,7 +298,7 @@ def _job(sol, job) -> Callable:
                           if job.data else None,
                           track=kw["track"], device=kw["device"], seed=kw["seed"],
                           metric=job.metric, out_required=job.out_required,
-                          prepare=resolve(job.prepare), log=_log, progress=bar)
+                          prepare=prepare, log=_log, progress=bar)
         shown = resolve(job.render)(res) if job.render else _default_render(res)
         if kw["as_json"]:
             print_json(shown.data)
@@ -303,6 +311,18 @@ def _job(sol, job) -> Callable:
             raise typer.Exit(shown.code)
 
     return _command(impl, params, job.description)
+
+
+def _open_lineage_store() -> None:
+    """Make the MLflow store of a home that has none yet, saying so: its schema takes ~20 s to
+    create, which would otherwise be silence before the job's first line."""
+    from veil import track
+
+    store = Path(track.tracking_uri().removeprefix("sqlite:///"))
+    if not store.exists():
+        _log(f"Creating the lineage store {store} (MLflow; once per veil home, takes ~20 s) "
+             "...")
+        track.runs()
 
 
 def _default_render(res):
