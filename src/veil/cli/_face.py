@@ -33,12 +33,11 @@ def export_models(
     (TorchScript, input INPUT_0 FP32 [N, 128, 32, 32]) into a volume (TR-4928 scenario 3,
     steps 2 and 3)."""
     require_extra("torch", "torch", "veil solutions face-privacy")
-    err_console.print(f"Exporting the detector's tail to volume '{volume}' as TorchScript "
-                      "(takes ~15 s) ...", markup=False)
     from veil.solutions.face_privacy import export_models as export
 
     res = export(volume, weights=weights, noisy_weights=noisy_weights,
-                 max_batch_size=max_batch_size, replace=replace)
+                 max_batch_size=max_batch_size, replace=replace,
+                 log=lambda m: err_console.print(m, markup=False))
     if as_json:
         return print_json({"volume": res.volume, "path": str(res.path),
                            "models": [p.name for p in res.models],

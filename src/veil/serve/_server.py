@@ -28,7 +28,7 @@ _DEVICE = re.compile(r"cpu|cuda(:\d{1,4})?")
 # Longest wait `start --timeout` and `stop --grace` accept: a day. Longer is a typo, and
 # "forever" (inf) would hang a script that meant a bound.
 MAX_SECONDS = 86400.0
-TYPICAL_START = 10.0  # seconds from `start` to ready: 7-17 s measured on 2 shared CPU cores
+TYPICAL_START = 10.0  # seconds from `start` to ready: ~7 s on 2 idle cores, 14-17 s on busy ones
 WAIT_NOTE = 10.0  # seconds between two "still starting" lines
 
 

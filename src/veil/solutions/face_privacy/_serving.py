@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from veil.errors import InvalidArgument
+from veil.progress import Log, quiet
 from veil.solutions.face_privacy import _model
 
 BASE, NOISY = "face_detection_base", "face_detection_noisy"  # the seed's model names
@@ -29,12 +30,12 @@ class Exported:
 
 def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Path | None = None,
                   max_batch_size: int = 8, replace: bool = False, create: bool = True,
-                  home=None) -> Exported:
+                  home=None, log: Log | None = None) -> Exported:
     """Write face_detection_base and face_detection_noisy (the detector's tail as TorchScript,
     input INPUT_0 FP32 [N, 128, 32, 32], outputs OUTPUT__0 loc and OUTPUT__1 conf) into the
     root of the veil volume `volume`, a Triton model repository. The noisy model is the tail
     of `noisy_weights` when given, else of the same weights (veil's shipped detector is trained
-    to tolerate the noise)."""
+    to tolerate the noise). `log` is told once everything is checked and the export begins."""
     from veil import data
     from veil.data import validate_name
     from veil.errors import NotFound
@@ -62,6 +63,8 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
             if (root / name).exists():
                 raise AlreadyExists(f"model {name!r} already exists in volume {volume!r} (use "
                                     "--replace; snapshot the volume first to keep it)")
+    quiet(log)(f"Exporting {BASE} and {NOISY} to volume {volume!r} as TorchScript (takes "
+               "~10 s) ...")
     example = torch.zeros(1, *ACTIVATION)
     out = [write_model(root, name, tail, example, input_names=[INPUT_NAME],
                        output_names=OUTPUT_NAMES, max_batch_size=max_batch_size, replace=replace)
