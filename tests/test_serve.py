@@ -466,6 +466,7 @@ def test_cli_infer_like_the_seed(served, images, tmp_path, capsys, obfuscator):
     assert "Server statistics for face_detection_base version 1" in out
     assert "{" not in out and "FAILED" not in out
     assert (tmp_path / "out" / "frame.faces.png").is_file()
+    assert f"Images with their faces boxed: {tmp_path / 'out'}/<name>.faces.png" in out
     obfuscator.save(tmp_path / "obf")
     assert main(["solutions", "face-privacy", "infer", str(path), "--server", SERVER, "--noisy",
                  "--obfuscator", str(tmp_path / "obf"), "--protocol", "grpc", "--json",

@@ -153,6 +153,8 @@ def infer(
         return
     for r in rows:
         console.print(_faces_table(r["image"], r["faces"], model_name, threshold), markup=False)
+    if out is not None:
+        console.print(f"Images with their faces boxed: {out}/<name>.faces.png", markup=False)
     if statistics is not None:
         console.print(_timing_table(timing, sent, len(rows)), markup=False)
         for t in _stats_tables(statistics):
