@@ -390,8 +390,8 @@ def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
     assert saved["rows"][0]["bits_per_element"] is None  # infinite: clean
     # two obfuscators fitted for one epoch each (a measuring pass and an epoch, 4 batches of
     # 128 each), the head over the attack and test splits (batches of 256), then four decoders
-    # (clean, 0.5, 0.95, k=4)
-    assert progress.phases == [(8, 8), (8, 8), (2, 2), (1, 1), (4 * 6, 4 * 6)]
+    # (clean, 0.5, 0.95, k=4) of 6 epochs and a scoring each
+    assert progress.phases == [(8, 8), (8, 8), (2, 2), (1, 1), (4 * 7, 4 * 7)]
     assert progress.names == ["fitting noise (ALPHA 0.5)", "fitting noise (ALPHA 0.95)",
                               "activations of the attack split: running the head",
                               "activations of the test split: running the head",

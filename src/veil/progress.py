@@ -103,12 +103,13 @@ class LineProgress:
     `training inversion decoders: 12/40 (30%), 1m05s elapsed, ETA 2m30s`: one when the phase
     starts, at most one every `interval` seconds (default: line_interval()) while it advances,
     and one when it ends (`..., done in 3m35s`, or where it stopped if it ends short of its
-    total). `amount` renders a count (bytes, say)."""
+    total). `amount` renders a count (bytes, say). `ends=False` leaves out the first and the
+    last line, for a caller that prints its own (a training loop's line per epoch)."""
 
-    def __init__(self, interval: float | None = None,
-                 amount: Callable[[int], str] = str) -> None:
+    def __init__(self, interval: float | None = None, amount: Callable[[int], str] = str, *,
+                 ends: bool = True) -> None:
         self.interval = line_interval() if interval is None else interval
-        self.amount = amount
+        self.amount, self.ends = amount, ends
         self._phase: str | None = None
         self._total = self._n = self._shown = 0
         self._t0 = self._last = 0.0
@@ -117,7 +118,8 @@ class LineProgress:
         self.close()
         self._phase, self._total, self._n = description, total, 0
         self._t0 = self._last = time.monotonic()
-        self._print(self._line(0.0))
+        if self.ends:
+            self._print(self._line(0.0))
 
     def advance(self, n: int = 1) -> None:
         if self._phase is None:
@@ -132,7 +134,7 @@ class LineProgress:
 
     def close(self) -> None:
         """End the phase: its last line, unless nothing changed since the one shown."""
-        if self._phase is not None and self._n != self._shown:
+        if self._phase is not None and self._n != self._shown and self.ends:
             self._print(self._line(time.monotonic() - self._t0, end=True))
         self._phase = None
 

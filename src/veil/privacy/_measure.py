@@ -349,14 +349,17 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
     signal_var = test.activations.double().var(0, unbiased=False)
 
     decoders = len(alphas) + 1 + sum(k != 1 for k in ks)  # k = 1 reuses the sweep's decoder
-    progress.start(decoders * attack_epochs, "training inversion decoders")
+    # a step: one epoch of a decoder, or scoring its reconstructions of the test split
+    progress.start(decoders * (attack_epochs + 1), "training inversion decoders")
 
     def run(obf: Obfuscator | None, k: int = 1):
         transform = None if obf is None else obf.transform
         dec = _attack.train_decoder(att, transform, k=k, epochs=attack_epochs, width=width,
                                     device=device, progress=progress)
         recon = _attack.reconstruct(dec, test, transform, k=k, device=device)
-        return recon, _attack.score(recon, test.images)
+        scores = _attack.score(recon, test.images)
+        progress.advance(1)
+        return recon, scores
 
     recons = {}
     rows = []

@@ -85,16 +85,20 @@ def train_labels(data: Path):
     return labels
 
 
-def predict(model, data: Path, labels, batch_size: int, device) -> list:
-    """TuSimple predictions (with run_time in ms per frame) for `labels`' frames."""
+def predict(model, data: Path, labels, batch_size: int, device, progress=None) -> list:
+    """TuSimple predictions (with run_time in ms per frame) for `labels`' frames; `progress`
+    advances once per frame."""
     import torch
 
+    from veil.progress import or_silent
     from veil.solutions.lane_detection._data import load_frame, to_tensor
     from veil.solutions.lane_detection._model import decode
     from veil.solutions.lane_detection._tusimple import LaneLabel
 
     model.eval()
     out = []
+    progress = or_silent(progress)
+    progress.start(len(labels), "test: predicting")
     with torch.inference_mode():
         for i in range(0, len(labels), batch_size):
             batch = labels[i:i + batch_size]
@@ -105,6 +109,7 @@ def predict(model, data: Path, labels, batch_size: int, device) -> list:
             ms = 1e3 * (time.perf_counter() - t0) / len(batch)
             out += [LaneLabel(lab.raw_file, [], ln, run_time=round(ms, 3))
                     for lab, ln in zip(batch, lanes, strict=True)]
+            progress.advance(len(batch))
     model.train()
     return out
 
@@ -121,10 +126,12 @@ def make_loader(ds, cfg: TrainConfig, sampler=None):
 
 def worker(cfg: TrainConfig) -> int:
     """One replica (run by `python -m veil.train`). Rank and world size come from torchrun's
-    environment (1 process without)."""
+    environment (1 process without). Rank 0 prints a line per epoch, and within an epoch or
+    the test scoring one every VEIL_PROGRESS_INTERVAL seconds (the launcher shows both)."""
     import torch
     from torch.utils.data import DistributedSampler
 
+    from veil.progress import SILENT, LineProgress
     from veil.solutions.lane_detection._data import LaneFrames
     from veil.solutions.lane_detection._metrics import evaluate
     from veil.solutions.lane_detection._model import build, loss_fn
@@ -156,12 +163,14 @@ def worker(cfg: TrainConfig) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr,
                                                 total_steps=cfg.epochs * len(loader))
+    shown = LineProgress(ends=False) if rep.is_main else SILENT  # EpochLog prints the ends
     try:
         with EpochLog(out, cfg.epochs, enabled=rep.is_main) as history:
             for epoch in range(cfg.epochs):
                 if sampler is not None:
                     sampler.set_epoch(epoch)
                 ds.epoch = epoch
+                shown.start(len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
                 t_epoch, wait, total, n = time.perf_counter(), 0.0, 0.0, 0
                 t_ready = time.perf_counter()
                 for x, seg_t, ex_t in loader:
@@ -174,6 +183,7 @@ def worker(cfg: TrainConfig) -> int:
                     sched.step()
                     total += float(loss.detach())
                     n += 1
+                    shown.advance(1)
                     t_ready = time.perf_counter()
                 secs = time.perf_counter() - t_epoch
                 row = {"epoch": epoch + 1, "loss": total / n, "seconds": secs,
@@ -183,7 +193,8 @@ def worker(cfg: TrainConfig) -> int:
                         (epoch + 1) % cfg.val_every == 0 and (data / "test_label.json").is_file():
                     test = read_labels(data / "test_label.json", images=data)[0]
                     row["test_accuracy"] = evaluate(
-                        predict(model, data, test, cfg.val_batch_size, device), test).accuracy
+                        predict(model, data, test, cfg.val_batch_size, device, shown),
+                        test).accuracy
                 if rep.is_main:
                     atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                  "epoch": epoch + 1, "config": asdict(cfg)},
@@ -195,7 +206,7 @@ def worker(cfg: TrainConfig) -> int:
             scores = None
             if cfg.use_val and (data / "test_label.json").is_file():
                 test = read_labels(data / "test_label.json", images=data)[0]
-                preds = predict(model, data, test, cfg.val_batch_size, device)
+                preds = predict(model, data, test, cfg.val_batch_size, device, shown)
                 write_labels(out / "predictions.json", preds)
                 scores = evaluate(preds, test).summary()
                 print(f"test: Accuracy {scores['Accuracy']:.4f}, FP {scores['FP']:.4f}, "
