@@ -93,7 +93,7 @@ def test_lineage_names_the_newest_snapshot_as_volume_at_latest(home, capsys):
     assert capsys.readouterr().out.startswith("snapshot second of volume tusimple (")
     data.create_volume("empty")
     assert main(["lineage", "empty@latest"]) == 1
-    assert "volume 'empty' has no snapshot yet" in capsys.readouterr().err
+    assert "volume 'empty' has no snapshots, so none is latest" in capsys.readouterr().err
     assert main(["lineage", "ghost@latest"]) == 1
     assert "no volume named 'ghost'" in capsys.readouterr().err
 

@@ -8,8 +8,6 @@ import typer
 
 from veil.cli._render import console, print_json
 
-LATEST = "latest"  # VOLUME@latest: the volume's newest snapshot, whatever its name
-
 
 def _run_line(r) -> str:
     head = r.headline
@@ -47,15 +45,11 @@ def lineage(
     from veil.errors import NotFound
 
     volume, _, name = subject.rpartition("@")
-    if volume and name == LATEST:
-        snaps = data.list_snapshots(volume)[-1:]  # oldest first; NotFound for no such volume
-        if not snaps:
-            raise NotFound(f"volume {volume!r} has no snapshot yet (veil snapshot create "
-                           f"{volume})")
+    if volume:  # VOLUME@latest is its newest snapshot, as everywhere in veil.data
+        snaps = [data.get_snapshot(volume, name)]
         name = snaps[0].name
     else:
-        snaps = [s for s in data.list_snapshots() if s.name == name
-                 and (not volume or s.volume == volume)]
+        snaps = [s for s in data.list_snapshots() if s.name == name]
     if not snaps:
         raise NotFound(f"no snapshot named {subject!r} and no run id (32 hex digits)")
     if len(snaps) > 1:
