@@ -14,7 +14,15 @@ import pytest
 
 from veil import progress
 from veil.cli._render import BarProgress
-from veil.progress import LineProgress, TqdmProgress, duration, line_interval, prefixed
+from veil.progress import (
+    MIB,
+    LineProgress,
+    TqdmProgress,
+    duration,
+    line_interval,
+    mebibytes,
+    prefixed,
+)
 
 
 class Clock:
@@ -177,3 +185,16 @@ def test_privacy_evaluate_piped_shows_fitting_and_each_scoring(tiny, tmp_path):
     for phase in ("fitting noise (ALPHA 0.8): 2/2", "scoring clean: predicting: 1/1",
                   "scoring ALPHA 0.8: predicting: 1/1"):
         assert any(ln.startswith(f"{phase} (100%), done in ") for ln in lines), lines
+
+
+def test_a_jobs_snapshot_is_counted_in_whole_mebibytes(clock, capsys):
+    lines = LineProgress(interval=0)
+    snap = mebibytes(lines)
+    snap.start(5 * MIB // 2, "snapshot (copy)")  # 2.5 MiB: three steps, the last one partial
+    snap.advance(MIB // 2)  # under a MiB: nothing to show yet
+    snap.advance(MIB)
+    snap.advance(MIB)
+    assert err_lines(capsys) == ["snapshot (copy), MiB: 0/3 (0%)",
+                                 "snapshot (copy), MiB: 1/3 (33%), 0s elapsed, ETA 0s",
+                                 "snapshot (copy), MiB: 3/3 (100%), done in 0s"]
+    assert mebibytes(None) is progress.SILENT

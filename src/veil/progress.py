@@ -57,6 +57,33 @@ def prefixed(progress: Progress | None, prefix: str) -> Progress:
     return SILENT if progress is None or progress is SILENT else _Prefixed(progress, prefix)
 
 
+MIB = 1 << 20
+
+
+class _Mebibytes:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self._total = self._bytes = self._shown = 0
+
+    def start(self, total: int, description: str) -> None:
+        self._total, self._bytes, self._shown = total, 0, 0
+        self.progress.start(-(-total // MIB), f"{description}, MiB")
+
+    def advance(self, n: int = 1) -> None:
+        self._bytes += n
+        whole = -(-self._bytes // MIB) if self._bytes >= self._total else self._bytes // MIB
+        if whole > self._shown:
+            self.progress.advance(whole - self._shown)
+            self._shown = whole
+
+
+
+def mebibytes(progress: Progress | None) -> Progress:
+    """`progress` for a data operation that counts bytes (veil.data's snapshots and clones),
+    shown in whole MiB: for a job's progress, made for counts of images or batches."""
+    return SILENT if progress is None or progress is SILENT else _Mebibytes(progress)
+
+
 def quiet(log: Log | None) -> Log:
     """`log`, or a callable that drops its lines."""
     return log if log is not None else (lambda _m: None)

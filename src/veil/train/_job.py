@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from veil.errors import InvalidArgument
-from veil.progress import Log, Progress, or_silent, quiet
+from veil.progress import Log, Progress, mebibytes, or_silent, quiet
 
 
 def stamp() -> str:
@@ -163,7 +163,8 @@ def run_job(fn: Callable[[Any, JobContext], JobOutput], config: Any, *, job: str
             if run is not None:
                 labels["mlflow-run"] = run.run_id
             snap = vdata.create_snapshot(target, name=f"snap-{target}-{run_name}",
-                                         labels=labels, home=home).name
+                                         labels=labels, home=home,
+                                         progress=mebibytes(ctx.progress)).name
             if run is not None:
                 run.set_tags(tracking.output_tags(snap, target))
         return JobResult(job, run_name, run.run_id if run else None, ctx.out, output, snap,
