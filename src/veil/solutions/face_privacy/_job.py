@@ -65,7 +65,7 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
     """Options that go together, their bounds, the device, ALPHA, the data set (every fold
     file and image header: a data set none of whose folds can be read is refused here) and
     the weights, before anything runs or a run is recorded."""
-    from veil.privacy import check_alpha, check_device
+    from veil.privacy import Obfuscator, check_alpha, check_device
     from veil.solutions.face_privacy._fddb import read_fddb
 
     check_fields(cfg)
@@ -80,8 +80,8 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
     check_device(ctx.device)
     if cfg.alpha is not None:
         check_alpha(cfg.alpha)
-    if cfg.obfuscator is not None and not Path(cfg.obfuscator).is_file():
-        raise InvalidArgument(f"--obfuscator {cfg.obfuscator}: no such file")
+    if cfg.obfuscator is not None:  # the folder `veil privacy fit` saves, both files checked
+        Obfuscator.load(cfg.obfuscator)
     if cfg.workdir is not None and Path(cfg.workdir).exists() and \
             not Path(cfg.workdir).is_dir():
         raise InvalidArgument(f"--workdir {cfg.workdir} is not a folder")
