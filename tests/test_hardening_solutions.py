@@ -227,7 +227,7 @@ CASES = [
     ([*EVAL, "--seed", str(2 ** 32)], "--seed must be"),
     ([*EVAL, "--device", "tpu"], "device"),
     ([*EVAL, "--noisy", "--alpha", "0.5", "--workdir", "{root}/a-file"], "not a folder"),
-    ([*EVAL, "--noisy", "--alpha", "0.5", "--obfuscator", "{root}/none.pt"], "no such file"),
+    ([*EVAL, "--noisy", "--alpha", "0.5", "--obfuscator", "{root}/none.pt"], "no saved obfuscator"),
     # face-privacy evaluate: data sets (item 4 and 8)
     ([*EVAL[:-1], "{faces_dotdot}"], "leads outside the data set"),
     ([*EVAL[:-1], "{faces_abs}"], "leads outside the data set"),
