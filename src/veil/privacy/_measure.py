@@ -21,7 +21,7 @@ from veil.privacy._metrics import information_bound
 from veil.privacy._obfuscator import MAX_EPOCHS, Obfuscator, check_alpha, check_save_path
 from veil.privacy._split import SplitModel
 from veil.privacy._tasks import PrivacyTask, get_task
-from veil.privacy._util import check_device, check_int, progress_for
+from veil.privacy._util import check_device, check_int, pairs, progress_for, to_device
 from veil.progress import Log, Progress, prefixed
 
 # TR-4928, "Inferencing accuracy comparison"
@@ -237,6 +237,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
                            distribution=distribution, epochs=epochs, refit=refit, device=device,
                            verbose=verbose, progress=progress, log=log)
     test = task.splits["test"]
+    _check_activation(task, model, obfs.values(), data, test, device)
     clean = _score(task, model, None, data, test, device, progress, "scoring clean")
     rows = [EvaluateRow(None, clean, 1.0, None)]
     for alpha, obf in obfs.items():
@@ -470,12 +471,11 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, *shape), generator=gen).to(dev)
     progress = progress_for(progress, verbose)
-    # a step: one head or one tail (a head + tail run is two), or one obfuscation alone
-    progress.start(5 + 6 * repeats + obf_repeats, "timing")
     with torch.inference_mode():
         a = model.forward_head(x)
         obfuscator.check_activation(a)
-        progress.advance(1)
+        # a step: one head or one tail (a head + tail run is two), or one obfuscation alone
+        progress.start(4 + 6 * repeats + obf_repeats, "timing")
         for _ in range(2):  # warm-up: allocator, kernels, caches
             model.forward_tail(obfuscator.transform(model.forward_head(x)))
             progress.advance(2)
@@ -505,6 +505,17 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_activation(task: PrivacyTask, model: SplitModel, obfs: Iterable[Obfuscator],
+                      data: Path, split: str, device: str) -> None:
+    """Each obfuscator checked against the head's activation of one image of `split`, so that
+    one fitted for another activation is refused before any scoring."""
+    x, _ = next(iter(pairs(task.loader(data, split, 1, False))))
+    with torch.no_grad():
+        a = model.forward_head(to_device(x, device))
+    for obf in obfs:
+        obf.check_activation(a)
+
+
 def _score(task: PrivacyTask, model: SplitModel, transform, data: Path, split: str, device: str,
            progress: Progress, what: str) -> float:
     """`task.score`, its progress shown as `what`: the task's own phases when its score takes a

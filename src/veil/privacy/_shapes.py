@@ -157,9 +157,9 @@ def generate(path: str | Path, *, seed: int = 0, sizes: dict[str, int] | None = 
         check_int(f"the {split} split's image count", n, 1, MAX_IMAGES)
     _check_disk(path, sum(sizes.values()))
     progress = or_silent(progress)
-    progress.start(sum(sizes.values()), "writing shapes images")
     folders = {SPLITS[role]: n for role, n in sizes.items()}
-    with new_directory(path) as tmp:
+    with new_directory(path) as tmp:  # checks the destination before any progress is shown
+        progress.start(sum(sizes.values()), "writing shapes images")
         for i, (folder, n) in enumerate(folders.items()):
             for c in CLASSES:
                 (tmp / folder / c).mkdir(parents=True, exist_ok=True)
