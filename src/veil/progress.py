@@ -77,7 +77,6 @@ class _Mebibytes:
             self._shown = whole
 
 
-
 def mebibytes(progress: Progress | None) -> Progress:
     """`progress` for a data operation that counts bytes (veil.data's snapshots and clones),
     shown in whole MiB: for a job's progress, made for counts of images or batches."""
@@ -143,7 +142,7 @@ class LineProgress:
 
     def start(self, total: int, description: str) -> None:
         self.close()
-        self._phase, self._total, self._n = description, total, 0
+        self._phase, self._total, self._n, self._shown = description, total, 0, 0
         self._t0 = self._last = time.monotonic()
         if self.ends:
             self._print(self._line(0.0))
