@@ -77,6 +77,7 @@ def generate(
                                show_default=False),
     test: int = typer.Option(None, "--test", help="Images in the evaluation split.",
                              show_default=False),
+    as_json: bool = JSON,
 ) -> None:
     """Write a generated data set for TASK in its real on-disk format."""
     p = _privacy()
@@ -88,6 +89,9 @@ def generate(
     total = sum(sizes.values())
     with TqdmProgress(unit="img") as progress:
         t.generate(path, seed=seed, sizes=sizes, progress=progress)
+    if as_json:
+        return print_json({"path": str(path.absolute()), "task": t.name, "seed": seed,
+                           "sizes": sizes, "images": total})
     console.print(f"Wrote {total} images to {path} (fit {sizes['fit']}, attack "
                   f"{sizes['attack']}, test {sizes['test']}).")
 
