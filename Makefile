@@ -13,9 +13,12 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/veil demo
 
+# Ends with how long it took (ruff and the suite, after setup), pass or fail.
 test: $(VENV)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	@start=$$(date +%s); $(BIN)/ruff check . && $(BIN)/pytest -q; rc=$$?; \
+	t=$$(( $$(date +%s) - start )); \
+	echo "make test: $$([ $$rc = 0 ] && echo passed || echo FAILED) in $$((t / 60)) min $$((t % 60)) s on $$(nproc) cores"; \
+	exit $$rc
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/data_volumes.py
