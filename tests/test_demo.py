@@ -1,5 +1,5 @@
 """`veil demo`: each run in a new home beside the earlier ones (fast), and the face demo end to
-end (slow: about 8 minutes; run with `pytest -m slow`)."""
+end (slow: about 7 minutes on 2 cores; run with `pytest -m slow`)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,10 @@ from veil.errors import InvalidArgument, VeilError
 DEMO_ROOT = ".veil-demo"  # where runs are kept, relative to the working folder
 N_FILES = 2000
 FILE_SIZE = 128 * 1024  # 2,000 x 128 KiB = 250 MiB of "images"
-# Seconds each step of the face demo (_demo_faces) takes on 2 CPU cores; docs/benchmarks.md,
-# "The demo", says where they were measured.
-FACE_STEP_SECONDS = (20, 60, 300, 60, 120, 10)
+# Seconds each step of the face demo (_demo_faces) takes on 2 CPU cores, with its sizes: measured
+# 11, 18 (34 in a second run), 146, 11, 218 and 0 s (404 s in all) on a quiet 2-core machine with
+# the copy driver; rounded up to 5 s.
+FACE_STEP_SECONDS = (15, 25, 150, 15, 220, 5)
 
 
 def demo_root() -> Path:
@@ -98,7 +99,8 @@ class Steps:
     @contextlib.contextmanager
     def __call__(self, text: str, short: str, expect_s: float | None = None) -> Iterator[None]:
         n = len(self.done) + 1
-        about = f" [dim](about {_duration(expect_s)} on 2 cores)[/dim]" if expect_s else ""
+        about = f" [dim](about {_duration(expect_s)} on 2 cores)[/dim]" \
+            if expect_s and expect_s >= 30 else ""
         _say(f"{n}. {text}{about}")
         t, cpu = time.perf_counter(), time.process_time()
         yield
@@ -116,7 +118,8 @@ class Steps:
 
 
 def _duration(secs: float) -> str:
-    return f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min"
+    """60 s, 2.5 min, 7 min: seconds up to 90, then minutes to the nearest half."""
+    return f"{secs:.0f} s" if secs < 90 else f"{round(secs / 30) / 2:g} min"
 
 
 def _veil(*args: str) -> float:
@@ -226,7 +229,7 @@ def _volumes(home: Path) -> None:
 def demo(
     which: str = typer.Argument("faces", help="faces: confidential face detection (TR-4928), "
                                 f"about {_duration(sum(FACE_STEP_SECONDS))} on 2 CPU cores; "
-                                "volumes: snapshots, clones and restore, about a minute."),
+                                "volumes: snapshots, clones and restore, under a minute."),
 ) -> None:
     """Run a narrated demo on generated data. Each run gets a new veil home of its own,
     ./.veil-demo/KIND-YYYYMMDD-HHMMSS (or under $VEIL_DEMO_HOME); earlier runs are kept."""
