@@ -33,6 +33,9 @@ def _fmt(s: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Use the [quick: ...] presets.")
+    ap.add_argument("--quick-for", action="append", default=[], metavar="TEXT",
+                    help="Use the quick preset for the commands containing TEXT (not measured "
+                         "as written; repeatable).")
     ap.add_argument("--keep", action="store_true", help="Keep the folder and home afterwards.")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="veil-readme-"))
@@ -55,16 +58,20 @@ def main() -> int:
             if block.skip:
                 continue
             if block.lang == "sh":
-                res = term.run(block, quick=args.quick, timeout=3 * 3600, timed=True)
+                quick = True if args.quick else tuple(args.quick_for)
+                res = term.run(block, quick=quick, timeout=3 * 3600, timed=True)
                 cmds = res.commands()
             else:
                 res = rb.run_python(block, work, py_env, timeout=3600)
                 cmds = [(f"python block at README line {block.line}", res.seconds)]
             for cmd, s in cmds:
-                rows.append({"line": block.line, "command": cmd.split("  #")[0].strip(),
-                             "seconds": round(s, 1)})
+                code = cmd.split("  #")[0].strip()
+                preset = args.quick or any(q in code for q in args.quick_for)
+                rows.append({"line": block.line, "command": code, "seconds": round(s, 1),
+                             "quick_preset": bool(preset and rb.QUICK.search(cmd))})
                 if s >= 1:
-                    print(f"{_fmt(s):>9}  {rows[-1]['command'][:110]}", flush=True)
+                    mark = " (quick preset)" if rows[-1]["quick_preset"] else ""
+                    print(f"{_fmt(s):>9}  {code[:110]}{mark}", flush=True)
             if not res.ok:
                 failed = f"README line {block.line}: {res.failed}"
                 print(f"FAILED {failed}\n{res.text()}", flush=True)

@@ -60,15 +60,18 @@ class Block:
             cur = ""
         return out
 
-    def script(self, quick: bool, timed: bool = False) -> str:
-        """The block's text, with each `[quick: ...]` command given its options if `quick`;
-        with `timed`, each command line is followed by a marker line (see `Result.commands`)."""
+    def script(self, quick: bool | tuple[str, ...], timed: bool = False) -> str:
+        """The block's text, with each `[quick: ...]` command given its options if `quick` (or,
+        for a tuple, the commands containing one of its strings); with `timed`, each command
+        line is followed by a marker line (see `Result.commands`)."""
         if self.lang != "sh" or not (quick or timed):
             return self.text
         lines = []
         for i, line in enumerate(self.commands() if timed else self.text.splitlines()):
             m = QUICK.search(line)
-            if quick and m and "#" in line:
+            wanted = quick is True or (isinstance(quick, tuple) and
+                                       any(q in line.partition("#")[0] for q in quick))
+            if wanted and m and "#" in line:
                 code, _, comment = line.partition("#")
                 line = f"{code.rstrip()} {m.group('opts').strip()}  #{comment}"
             lines.append(line)
@@ -152,7 +155,8 @@ class Terminal:
         self.proc.stdin.write(text)
         self.proc.stdin.flush()
 
-    def run(self, block: Block, quick: bool, timeout: float, timed: bool = False) -> Result:
+    def run(self, block: Block, quick: bool | tuple[str, ...], timeout: float,
+            timed: bool = False) -> Result:
         self.n += 1
         path = self.cwd / f".readme-block-{self.n}.sh"
         path.write_text(block.script(quick, timed))
