@@ -42,12 +42,7 @@ def main() -> int:
     work, home = tmp / "work", tmp / "home"
     work.mkdir()
     rb.venv_link(work)
-    bindir = str(Path(sys.prefix) / "bin")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "VIRTUAL_ENV"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and p != bindir)
-    env.update(VEIL_HOME=str(home), PYTHONUNBUFFERED="1", COLUMNS="120")
-    py_env = {**env, "PATH": bindir + os.pathsep + env["PATH"]}
+    env, py_env = rb.environment(home)
     term = rb.Terminal(work, env, log=tmp / "readme.log")
     rows, t0, failed = [], time.monotonic(), None
     print(f"cores: {os.cpu_count()}, load average before: "

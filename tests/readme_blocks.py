@@ -244,3 +244,17 @@ def venv_link(cwd: Path) -> None:
         raise RuntimeError(f"{sys.prefix} is not a virtual environment: run the README test "
                            "with .venv/bin/pytest (make test)")
     (cwd / ".venv").symlink_to(prefix, target_is_directory=True)
+
+
+def environment(home: Path, **extra: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(shell, python) environments for running the README as a new user would: this
+    interpreter's venv taken off PATH (the README's `. .venv/bin/activate` must put it back),
+    no VEIL_* or VIRTUAL_ENV from here, VEIL_HOME=home, and `extra`. The Python blocks' has
+    the venv on PATH, as after activation."""
+    bindir = str(Path(sys.prefix) / "bin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and p != bindir)
+    env.update(VEIL_HOME=str(home), PYTHONUNBUFFERED="1", COLUMNS="120", **extra)
+    return env, {**env, "PATH": bindir + os.pathsep + env["PATH"]}
+

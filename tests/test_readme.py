@@ -77,13 +77,7 @@ def test_readme_runs_as_written(tmp_path):
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     rb.venv_link(work)
-    bindir = str(Path(sys.prefix) / "bin")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "VIRTUAL_ENV"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and p != bindir)
-    env.update(VEIL_HOME=str(home), VEIL_PROGRESS_INTERVAL="5", PYTHONUNBUFFERED="1",
-               COLUMNS="120")
-    py_env = {**env, "PATH": bindir + os.pathsep + env["PATH"]}
+    env, py_env = rb.environment(home, VEIL_PROGRESS_INTERVAL="5")
     term = rb.Terminal(work, env, log=tmp_path / "readme.log")
     ran = []
     try:
