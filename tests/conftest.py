@@ -43,6 +43,20 @@ def kill_processes_under(folder: Path) -> None:
             pass
 
 
+def wait_for(cond, agent, timeout: float = 30.0) -> bool:
+    """Reconcile the scheduler `agent` every 0.1 s until `cond()` holds (True) or `timeout`
+    seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agent.reconcile()
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def need(ok: bool, why: str) -> None:
     if not ok:
         if os.environ.get("CI"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import kill_processes_under
+from tests.conftest import kill_processes_under, wait_for
 from veil import sched
 from veil.cli import main
 from veil.sched import Agent
@@ -148,16 +148,6 @@ JOB = textwrap.dedent("""
     signal.signal(signal.SIGTERM, term)
     time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 1000)
 """)
-
-
-def wait_for(cond, agent: Agent, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        agent.reconcile()
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_the_agent_starts_preempts_and_restarts_real_processes(home, tmp_path, capsys):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import kill_processes_under
+from tests.conftest import kill_processes_under, wait_for
 from veil import sched
 from veil.cli import main
 from veil.sched import Agent
@@ -56,20 +56,10 @@ def ok(capsys, *args) -> str:
     return out
 
 
-def until(cond, agent: Agent, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        agent.reconcile()
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def stop_all(capsys) -> None:
     """Delete every job and let an agent stop their processes."""
     ok(capsys, "job", "delete", "--all")
-    assert until(lambda: all(j.pid is None for j in sched.list_jobs(all_states=True)),
+    assert wait_for(lambda: all(j.pid is None for j in sched.list_jobs(all_states=True)),
                  Agent(grace=1))
 
 
@@ -122,7 +112,7 @@ def test_a_failed_job_stays_listed_for_an_hour_with_its_exit_code(home, tmp_path
     ok(capsys, "project", "create", "p", "--gpus", "2")
     ok(capsys, "job", "submit", "bad", "-p", "p", "--", "sh", "-c", f"exit 3 # {tmp_path}")
     ok(capsys, "job", "submit", "good", "-p", "p", "--", "sh", "-c", f"exit 0 # {tmp_path}")
-    assert until(lambda: {j.state for j in sched.list_jobs(all_states=True)} ==
+    assert wait_for(lambda: {j.state for j in sched.list_jobs(all_states=True)} ==
                  {"failed", "completed"}, Agent(grace=1))
     out = ok(capsys, "job", "list")
     assert re.search(r"bad\s+Failed \(exit 3\)", out) and re.search(r"good\s+Completed", out)
@@ -204,14 +194,14 @@ def test_human_output_has_no_python_reprs_or_long_floats(home, tmp_path, job_scr
     for name, gpus in (("p-a", "4"), ("p-b", "1"), ("p-c", "1"), ("p-f", "0.3"), ("p-g", "0.2")):
         job(name, "p", gpus)
     human("scheduler", "run", "--once")  # starts them: the agent's messages
-    assert until(lambda: all(Path(f"{job_script}.{n}.up").exists()
+    assert wait_for(lambda: all(Path(f"{job_script}.{n}.up").exists()
                              for n in ("p-a", "p-b", "p-c", "p-f", "p-g")), Agent(grace=1))
     job("q-a", "q", "4")  # q wants 5: its fair share is 1 + 5 * 2/3, and p gives GPUs back
     job("q-b", "q", "1")
     human("job", "submit", "q-x", "-p", "q", "-g", "0.1", "--", "sh", "-c",
           f"exit 3 # {tmp_path}")
     agent = Agent(grace=1)
-    assert until(lambda: sched.get_job("q-x").state == "failed", agent)
+    assert wait_for(lambda: sched.get_job("q-x").state == "failed", agent)
     human("scheduler", "run", "--once", "--grace", "1")
     for r in sched.list_jobs(all_states=True):
         human("job", "describe", r.name)
@@ -229,7 +219,7 @@ def test_human_output_has_no_python_reprs_or_long_floats(home, tmp_path, job_scr
     bad = [line for line in text.splitlines() if REPR.search(line)]
     assert bad == []
     human("job", "delete", "--all")
-    assert until(lambda: all(j.pid is None for j in sched.list_jobs(all_states=True)), agent)
+    assert wait_for(lambda: all(j.pid is None for j in sched.list_jobs(all_states=True)), agent)
     assert not REPR.search(shown[-1])
 
 
