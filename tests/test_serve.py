@@ -817,22 +817,40 @@ def test_stop_removes_what_a_killed_server_left(served, capsys):
         c.send(np.zeros((1, 128, 32, 32), np.float32))
 
 
-def test_start_first_removes_what_a_dead_server_of_its_name_left(served):
-    """Issue 15, item 11: the next `serve start` of a name removes what a dead server of that
-    name left (here laid out as a killed one leaves it) before it launches, even a start that
-    then gives up (--timeout) and whose own server it stops at once."""
+def _ghost_scratch(served) -> tuple[Path, Path, Path, Path]:
+    """The layout a killed server "ghost" leaves: (home, its scratch folder, the Triton
+    workspace it links to in /tmp, a model stub's folder name in /tmp, not yet made)."""
     import secrets
     import tempfile
-
-    from veil.serve import ServerInfo
-    from veil.serve._server import write_entry
 
     home = Path(served.log).parent.parent
     scratch = home / "serve" / ".ghost.tmp"
     scratch.mkdir(mode=0o700)
     ws = Path(tempfile.mkdtemp(prefix="veil-serve-", dir="/tmp"))
     (scratch / "workspace").symlink_to(ws)
-    stub = Path(f"/tmp/folder{secrets.token_hex(3)}")
+    return home, scratch, ws, Path(f"/tmp/folder{secrets.token_hex(3)}")
+
+
+def _ghost_entry(home: Path) -> None:
+    """Record server "ghost" as ready, with the pid of a process that has exited."""
+    from veil.serve import ServerInfo
+    from veil.serve._server import write_entry
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write_entry(ServerInfo(name="ghost", state="ready", pid=dead.pid, http_port=1,
+                           grpc_port=2, metrics_port=3, model_repo=REPO, repo_path="",
+                           proc_start=1), home)
+
+
+def test_start_first_removes_what_a_dead_server_of_its_name_left(served):
+    """Issue 15, item 11: the next `serve start` of a name removes what a dead server of that
+    name left (here laid out as a killed one leaves it) before it launches, even a start that
+    then gives up (--timeout) and whose own server it stops at once."""
+    import secrets
+
+
+    home, scratch, ws, stub = _ghost_scratch(served)
     stub.mkdir()
     prefix = f"pytrtion{os.getpid()}-{secrets.token_hex(4)}"
     region = Path(f"/dev/shm/{prefix}-{secrets.token_hex(4)}")
@@ -841,11 +859,7 @@ def test_start_first_removes_what_a_dead_server_of_its_name_left(served):
                                                       "shm_prefix": prefix}))
     left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
                              f"{ws}/w/tritonserver/bin/tritonserver-real"])
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    write_entry(ServerInfo(name="ghost", state="ready", pid=dead.pid, http_port=1,
-                           grpc_port=2, metrics_port=3, model_repo=REPO, repo_path="",
-                           proc_start=1), home)
+    _ghost_entry(home)
     t0 = time.monotonic()
     try:
         with pytest.raises(VeilError, match=r"not ready after 0\.5 s"):
@@ -901,17 +915,10 @@ def test_cleanup_ends_processes_started_after_it_looked(served, tmp_path):
     import secrets
     import shutil
     import signal
-    import tempfile
 
-    from veil.serve import ServerInfo
-    from veil.serve._server import _daemon_env, write_entry
+    from veil.serve._server import _daemon_env
 
-    home = Path(served.log).parent.parent
-    scratch = home / "serve" / ".ghost.tmp"
-    scratch.mkdir(mode=0o700)
-    ws = Path(tempfile.mkdtemp(prefix="veil-serve-", dir="/tmp"))
-    (scratch / "workspace").symlink_to(ws)
-    stub = Path(f"/tmp/folder{secrets.token_hex(3)}")
+    home, scratch, ws, stub = _ghost_scratch(served)
     (stub / "1").mkdir(parents=True)
     (stub / "1" / "model.py").write_text(_LATE_STUB)
     region = Path(f"/dev/shm/pytrtion{os.getpid()}-{secrets.token_hex(4)}-late")
@@ -921,11 +928,7 @@ def test_cleanup_ends_processes_started_after_it_looked(served, tmp_path):
         [sys.executable, "-c", _LATE_TRITON, str(stub / "1" / "model.py"), region.name,
          str(pids), f"{ws}/w/tritonserver/bin/tritonserver-real"],
         env=_daemon_env("ghost", None), start_new_session=True)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    write_entry(ServerInfo(name="ghost", state="ready", pid=dead.pid, http_port=1,
-                           grpc_port=2, metrics_port=3, model_repo=REPO, repo_path="",
-                           proc_start=1), home)
+    _ghost_entry(home)
     _wait(lambda: pids.exists())
 
     def stand_in(pid: int) -> bool:  # that pid still runs one of the stand-ins
