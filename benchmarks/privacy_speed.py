@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--obf-repeats", type=int, default=200)
-    p.add_argument("--distribution", default="laplace")
+    p.add_argument("--distribution", default="gaussian")
     p.add_argument("--task", default="shapes", choices=("shapes", "faces"))
     args = p.parse_args()
 

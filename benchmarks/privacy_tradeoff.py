@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     p.add_argument("--quick", action="store_true", help="small data, short training")
     p.add_argument("--attack-epochs", type=int, default=None)
-    p.add_argument("--distribution", default="laplace")
+    p.add_argument("--distribution", default="gaussian")
     p.add_argument("--epochs", type=int, default=3, help="obfuscator fitting epochs")
     p.add_argument("--draws", type=int, default=5, help="noise draws averaged per accuracy")
     p.add_argument("--alphas", default=None, help="comma-separated ALPHAs (default: the sweep)")

@@ -154,7 +154,7 @@ def test_every_file_it_copies_is_in_the_build_context(instructions):
     ".git/HEAD", ".venv/bin/python", ".pytest_cache/README.md", ".ruff_cache/CACHEDIR.TAG",
     ".veil-demo/meta.db", "benchmarks/out/run.json", "src/veil.egg-info/PKG-INFO",
     "src/veil/__pycache__/errors.cpython-311.pyc", "src/veil/errors.pyc",
-    "shapes-data/train/0/0.png", "veil-privacy-faces/obfuscators/laplace-alpha-0.8/meta.json",
+    "shapes-data/train/0/0.png", "veil-privacy-faces/obfuscators/gaussian-alpha-0.8/meta.json",
     "FDDB/FDDB-folds/FDDB-fold-01.txt", "k8s/queues.yaml", "tusimple-data/test_label.json",
     "alloc.png", "predictions.json", "tests/test_cli.py", "docs/data.md",
 ])

@@ -110,7 +110,7 @@ def test_noisy_evaluation_fits_on_the_fit_set_and_costs_accuracy(fddb, tmp_path)
              str(tmp_path / "wd"), "--json")
     noisy = json.loads(p.stdout)
     assert noisy["alpha"] == 0.9
-    assert (tmp_path / "wd" / "obfuscators" / "laplace-alpha-0.9").exists()
+    assert (tmp_path / "wd" / "obfuscators" / "gaussian-alpha-0.9").exists()
     clean = json.loads(veil("evaluate", "--dataset", str(fddb), "--json").stdout)
     assert 0 < noisy["mAP"] < clean["mAP"]
 

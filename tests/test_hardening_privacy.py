@@ -382,7 +382,7 @@ def area(tmp_path_factory) -> Path:
             out=root / "obf")
     (root / "file").write_text("not a folder\n")
     (root / "squatted" / "obfuscators").mkdir(parents=True)
-    (root / "squatted" / "obfuscators" / "laplace-alpha-0.5").write_text("mine\n")
+    (root / "squatted" / "obfuscators" / "gaussian-alpha-0.5").write_text("mine\n")
     return root
 
 

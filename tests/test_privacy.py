@@ -259,7 +259,7 @@ def test_alpha_out_of_range_is_refused(alpha):
 
 
 def test_unknown_distribution_is_refused():
-    with pytest.raises(InvalidArgument, match="distribution must be one of laplace, gaussian"):
+    with pytest.raises(InvalidArgument, match="distribution must be one of gaussian, laplace"):
         Obfuscator(0.5, "uniform")
 
 
@@ -415,7 +415,7 @@ def test_evaluate_reuses_fitted_obfuscators_and_writes_the_table(shapes_data, tm
     assert r.rows[2].spread == pytest.approx(statistics.stdev(r.rows[2].values))
     assert r.clean > 0.9
     assert r.rows[1].value >= r.rows[2].value - 0.05
-    saved = tmp_path / "obfuscators" / "laplace-alpha-0.97" / "config.json"
+    saved = tmp_path / "obfuscators" / "gaussian-alpha-0.97" / "config.json"
     stamp = saved.stat().st_mtime_ns
     again = evaluate(TASK, shapes_data, [0.97], workdir=tmp_path, epochs=1)
     assert saved.stat().st_mtime_ns == stamp

@@ -47,7 +47,7 @@ def test_fit_evaluate_attack_bench_from_the_command_line(data, tmp_path):
     wd = tmp_path / "wd"
     fit = json.loads(veil("fit", "--data", str(data), "--alpha", "0.9", "--epochs", "1",
                           "--workdir", str(wd), "--json").stdout)
-    assert fit["path"] == str(wd / "obfuscators" / "laplace-alpha-0.9")
+    assert fit["path"] == str(wd / "obfuscators" / "gaussian-alpha-0.9")
     assert fit["activation_shape"] == [64, 8, 8] and fit["model"]["split"] == "relu4"
 
     table = veil("evaluate", "--data", str(data), "--alphas", "0.9,0.4", "--epochs", "1",

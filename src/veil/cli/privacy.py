@@ -21,7 +21,12 @@ DATA = typer.Option(..., "--data", "-d", help="Data set folder in the task's for
 WORKDIR = typer.Option(None, "--workdir", "-w",
                        help="Where fitted obfuscators, JSON and plots go "
                             "(default ./veil-privacy-TASK).")
-DIST = typer.Option("laplace", "--distribution", help="Noise distribution: laplace or gaussian.")
+DIST = typer.Option("gaussian", "--distribution",
+                    help="Noise distribution: gaussian (its two-input bound is exact) or laplace.")
+MECHANISM = typer.Option("noise", "--mechanism", "-m",
+                         help="What runs at the split: noise (the baseline), bottleneck, "
+                              "adversarial or deep, where the task ships it (veil privacy "
+                              "tasks).")
 EPOCHS = typer.Option(3, "--epochs", help="Epochs over the fit split when fitting noise.")
 DEVICE = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:1, ...")
 ALPHAS = typer.Option(None, "--alphas",
@@ -105,6 +110,7 @@ def fit(
     epochs: int = EPOCHS,
     out: Path = typer.Option(None, "--out", "-o",
                              help="Where to save it (default WORKDIR/obfuscators/DIST-alpha-A)."),
+    mechanism: str = MECHANISM,
     workdir: Path = WORKDIR,
     device: str = DEVICE,
     as_json: bool = JSON,
@@ -113,10 +119,10 @@ def fit(
     p = _privacy()
     p.check_alpha(alpha)
     t = p.get_task(task)
-    path = out or p.obfuscator_path(_workdir(workdir, t, p), distribution, alpha)
+    path = out or p.obfuscator_path(_workdir(workdir, t, p), distribution, alpha, mechanism)
     with TqdmProgress(unit="batch") as progress:
         obf = p.fit_one(t, data, alpha, distribution=distribution, epochs=epochs,
-                        device=device, progress=progress, out=path)
+                        device=device, progress=progress, out=path, mechanism=mechanism)
     info = {"path": str(path), "alpha": alpha, "distribution": distribution,
             "model": obf.model_identity_, "activation_shape": list(obf.activation_shape_),
             "budget_bits_per_element": None if alpha == 0 else obf.budget_bits,
@@ -142,6 +148,7 @@ def evaluate(
     workdir: Path = WORKDIR,
     refit: bool = REFIT,
     draws: int = typer.Option(1, "--draws", help="Passes with fresh noise, averaged."),
+    mechanism: str = MECHANISM,
     device: str = DEVICE,
     as_json: bool = JSON,
 ) -> None:
@@ -152,11 +159,12 @@ def evaluate(
     wd = _workdir(workdir, t, p)
     obf = None
     if obfuscator is not None:
-        obf = p.Obfuscator.load(obfuscator, t.load_model(device), device=device)
+        obf = p.Obfuscator.load(obfuscator, p.load_task_model(t, device, mechanism),
+                                device=device)
     with TqdmProgress() as progress:
         r = p.evaluate(t, data, alphas, workdir=wd, distribution=distribution,
                        epochs=epochs, refit=refit, device=device, obfuscator=obf, draws=draws,
-                       progress=progress, log=_log)
+                       progress=progress, log=_log, mechanism=mechanism)
     if as_json:
         return print_json(r)
     name = r.metric if r.metric != r.metric.lower() else r.metric[:1].upper() + r.metric[1:]
@@ -177,40 +185,59 @@ def evaluate(
 def attack(
     task: str = TASK,
     data: Path = DATA,
-    alphas: str = ALPHAS,
-    ks: str = typer.Option("1,8,64", "--ks", help="Averaging attack: obfuscations averaged."),
+    alphas: str = typer.Option(None, "--alphas",
+                               help="Comma-separated ALPHAs (default: the preset's; full is "
+                                    "TR-4928's sweep 0.05,...,0.95, quick is 0.4,0.8,0.95).",
+                               show_default=False),
+    preset: str = typer.Option("quick", "--preset",
+                               help="quick: a few minutes on 2 cores (3 ALPHAs, 8 epochs, width "
+                                    "32, k 1,8); full: the benchmarks' strength (8 ALPHAs, 40 "
+                                    "epochs, width 96, k 1,8,64; ~40 min on 2 cores)."),
+    ks: str = typer.Option(None, "--ks", help="Averaging attack: obfuscations averaged "
+                                              "(default: the preset's).", show_default=False),
     averaging_alpha: float = typer.Option(
         None, "--averaging-alpha",
-        help="ALPHA for the averaging attack (default: the first with SSIM <= 0.2)."),
-    attack_epochs: int = typer.Option(40, "--attack-epochs", help="Decoder training epochs."),
-    width: int = typer.Option(96, "--width", help="Decoder width (channels)."),
+        help="ALPHA for the averaging attack (default: the first no better than a 2x2 colour "
+             "grid)."),
+    attack_epochs: int = typer.Option(None, "--attack-epochs",
+                                      help="Decoder training epochs (default: the preset's).",
+                                      show_default=False),
+    width: int = typer.Option(None, "--width",
+                              help="Decoder width in channels (default: the preset's).",
+                              show_default=False),
     distribution: str = DIST,
     epochs: int = EPOCHS,
+    mechanism: str = MECHANISM,
     workdir: Path = WORKDIR,
     refit: bool = REFIT,
     device: str = DEVICE,
     as_json: bool = JSON,
 ) -> None:
-    """White-box reconstruction attack at each ALPHA: PSNR, SSIM, information bound, image grid."""
+    """White-box reconstruction attack at each ALPHA: PSNR, SSIM, the ladder, the bound, a grid."""
     p = _privacy()
     t = p.get_task(task)
     with TqdmProgress() as progress:
         r = p.attack(t, data, alphas, workdir=_workdir(workdir, t, p),
                      distribution=distribution, epochs=epochs, attack_epochs=attack_epochs,
-                     width=width, ks=ks, averaging_alpha=averaging_alpha, refit=refit,
-                     device=device, progress=progress, log=_log)
+                     width=width, ks=ks, preset=preset, averaging_alpha=averaging_alpha,
+                     refit=refit, device=device, progress=progress, log=_log,
+                     mechanism=mechanism)
     if as_json:
         return print_json(r)
-    console.print(f"{r.task}: white-box inversion, decoder trained {r.epochs} epochs on "
-                  f"{r.attack_images} attack images, scored on {r.test_images} test images")
-    t = Table("ALPHA", "PSNR (dB)", "SSIM", "bound bits/element", "bound bits/input", box=None)
+    console.print(f"{r.task}: white-box inversion ({r.preset} preset), decoder of width "
+                  f"{r.width} trained {r.epochs} epochs on {r.attack_images} attack images, "
+                  f"scored on {r.test_images} test images")
+    t = Table("ALPHA", "PSNR (dB)", "over mean image", "SSIM", "bound bits/element",
+              "bound bits/input", "on the ladder", box=None)
     for row in r.rows:
         t.add_row("clean" if row.alpha == 0 else f"{row.alpha:g}", f"{row.psnr:.2f}",
-                  f"{row.ssim:.3f}", _fmt_bits(row.bits_per_element),
-                  "inf" if math.isinf(row.bits_per_input) else f"{row.bits_per_input:.0f}")
+                  f"{row.gain_over_mean:+.2f} dB", f"{row.ssim:.3f}",
+                  _fmt_bits(row.bits_per_element),
+                  "inf" if math.isinf(row.bits_per_input) else f"{row.bits_per_input:.0f}",
+                  row.place)
     console.print(t)
-    console.print(f"An attacker ignoring the activation (the attack images' mean image) scores "
-                  f"PSNR {r.floor_psnr:.2f} dB, SSIM {r.floor_ssim:.3f}.")
+    console.print("The ladder (PSNR of each baseline on the test split): " + ", ".join(
+        f"{name} {v:.2f} dB" for name, v in sorted(r.ladder.items(), key=lambda kv: kv[1])))
     if r.averaging:
         console.print(f"Averaging attack at ALPHA {r.averaging[0].alpha:g} "
                       "(mean of k obfuscations of the same input):")
@@ -219,9 +246,11 @@ def attack(
             t.add_row(str(a.k), f"{a.psnr:.2f}", f"{a.ssim:.3f}", _fmt_bits(a.bits_per_element))
         console.print(t)
     if r.operating_alpha is None:
-        console.print("No ALPHA in the sweep brings reconstruction SSIM to 0.2 or below.")
+        console.print("At no ALPHA in the sweep is the reconstruction as poor as a 2x2 colour "
+                      "grid of the true image.")
     else:
-        console.print(f"Smallest ALPHA with SSIM <= 0.2: {r.operating_alpha:g}")
+        console.print(f"Smallest ALPHA whose reconstruction is no better than a 2x2 colour "
+                      f"grid: {r.operating_alpha:g}")
     console.print(f"Wrote {r.json_path}, {r.plot} and {r.grid}")
 
 
@@ -235,6 +264,7 @@ def bench(
     workdir: Path = WORKDIR,
     repeats: int = typer.Option(15, "--repeats", help="End-to-end runs, clean and private."),
     obf_repeats: int = typer.Option(200, "--obf-repeats", help="Obfuscation-only runs."),
+    mechanism: str = MECHANISM,
     device: str = DEVICE,
     as_json: bool = JSON,
 ) -> None:
@@ -243,13 +273,13 @@ def bench(
     p.check_device(device)
     t = p.get_task(task)
     path = obfuscator or p.obfuscator_path(_workdir(workdir, t, p), distribution,
-                                           p.check_alpha(alpha))
+                                           p.check_alpha(alpha), mechanism)
     if obfuscator is None and not path.exists():
         raise VeilError(f"no fitted obfuscator at {path}: run veil privacy fit --task {task} "
                         f"--data PATH --alpha {alpha:g} first, or pass --obfuscator")
     with TqdmProgress() as progress:
         r = p.bench(t, path, repeats=repeats, obf_repeats=obf_repeats, device=device,
-                    progress=progress)
+                    progress=progress, mechanism=mechanism)
     if as_json:
         return print_json(r)
     shape = "x".join(map(str, r.input_shape))
@@ -265,3 +295,47 @@ def bench(
                   f"(end-to-end medians differ by {100 * r.measured_overhead:+.1f}%).")
     console.print(f"Sent: {r.activation_bytes:,} bytes of activation vs {r.raw_bytes:,} bytes "
                   f"of raw 8-bit image ({r.activation_bytes / r.raw_bytes:.2f}x).")
+
+
+@app.command("leakage")
+def leakage(
+    task: str = TASK,
+    data: Path = DATA,
+    alpha: float = typer.Option(None, "--alpha", "-a",
+                                help="The obfuscator fitted for this ALPHA (fitted if missing).",
+                                show_default=False),
+    obfuscator: Path = typer.Option(None, "--obfuscator", help="Or this saved obfuscator."),
+    mechanism: str = MECHANISM,
+    preset: str = typer.Option("quick", "--preset",
+                               help="Attackers' strength: quick (minutes) or full (benchmarks)."),
+    draws: int = typer.Option(3, "--draws", help="Noise draws for the utility figure."),
+    no_utility: bool = typer.Option(False, "--no-utility", help="Skip scoring the task metric."),
+    distribution: str = DIST,
+    epochs: int = EPOCHS,
+    workdir: Path = WORKDIR,
+    refit: bool = REFIT,
+    device: str = DEVICE,
+    as_json: bool = JSON,
+) -> None:
+    """Identity-level leakage of one obfuscator: the ladder, face crops, attributes, identity,
+    the two-input bound, with every attacker retrained from scratch."""
+    p = _privacy()
+    from veil.privacy import _report
+
+    t = p.get_task(task)
+    obf = None
+    if obfuscator is not None:
+        obf = p.Obfuscator.load(obfuscator, p.load_task_model(t, device, mechanism),
+                                device=device)
+    elif alpha is None:
+        raise VeilError("give --alpha A (the obfuscator fitted for it) or --obfuscator DIR")
+    with TqdmProgress() as progress:
+        r = _report.leakage(t, data, alpha, obfuscator=obf, mechanism=mechanism,
+                            distribution=distribution, epochs=epochs, preset=preset,
+                            workdir=_workdir(workdir, t, p), utility=not no_utility,
+                            draws=draws, refit=refit, device=device, progress=progress,
+                            log=_log)
+    if as_json:
+        return print_json(_report._plain(r) | {"json_path": str(r.json_path)})
+    _report.describe(r, lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"Wrote {r.json_path}", markup=False)

@@ -9,14 +9,14 @@ import os
 import statistics
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from veil.errors import InvalidArgument, VeilError
-from veil.privacy import _attack
+from veil.privacy import _attack, _leakage
 from veil.privacy._metrics import information_bound
 from veil.privacy._obfuscator import MAX_EPOCHS, Obfuscator, check_alpha, check_save_path
 from veil.privacy._split import SplitModel
@@ -26,7 +26,15 @@ from veil.progress import Log, Progress, prefixed
 
 # TR-4928, "Inferencing accuracy comparison"
 SEED_ALPHAS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
-SSIM_PRIVATE = 0.2  # the issue's bar for "the attacker recovers little"
+# The averaging attack's default ALPHA: the smallest whose reconstruction is no better than
+# this rung of the ladder (SSIM thresholds meant nothing on smooth images: issue 17).
+OPERATING_RUNG = "2x2 colour grid"
+# `veil privacy attack --preset`: quick finishes in a few minutes on 2 cores (the README's
+# quickstart); full is the attackers' strength the benchmarks use.
+ATTACK_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"alphas": (0.4, 0.8, 0.95), "attack_epochs": 8, "width": 32, "ks": (1, 8)},
+    "full": {"alphas": SEED_ALPHAS, "attack_epochs": 40, "width": 96, "ks": (1, 8, 64)},
+}
 # Bounds on counts a user gives, each far above its default, so that a typo is refused before
 # hours of work or an allocation that cannot succeed (docs/privacy.md, "Command line").
 MAX_SWEEP = 100  # ALPHAs in one sweep: one fitted obfuscator each
@@ -110,16 +118,29 @@ def default_workdir(task: PrivacyTask | str) -> Path:
     return Path(f"veil-privacy-{_task(task).name}")
 
 
-def obfuscator_path(workdir: Path, distribution: str, alpha: float) -> Path:
-    """The folder an obfuscator for `distribution` noise at `alpha` is saved in, in `workdir`."""
-    return Path(workdir) / "obfuscators" / f"{distribution}-alpha-{alpha:g}"
+def obfuscator_path(workdir: Path, distribution: str, alpha: float,
+                    mechanism: str = "noise") -> Path:
+    """The folder an obfuscator for `distribution` noise at `alpha` is saved in, in `workdir`
+    (`MECHANISM-` before the name for a mechanism other than the baseline "noise")."""
+    prefix = "" if mechanism == "noise" else f"{mechanism}-"
+    return Path(workdir) / "obfuscators" / f"{prefix}{distribution}-alpha-{alpha:g}"
+
+
+def load_task_model(task: PrivacyTask, device, mechanism: str = "noise") -> SplitModel:
+    """The task's model for `mechanism` ("noise": its usual split, else a shipped mechanism)."""
+    from veil.privacy._mechanisms import check_mechanism
+
+    check_mechanism(mechanism, {m: 1 for m in task.mechanisms})
+    if mechanism == "noise":
+        return task.load_model(device)
+    return task.load_model(device, mechanism=mechanism)
 
 
 def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitModel | None = None,
-            distribution: str = "laplace", epochs: int = 3, batch_size: int = 128,
+            distribution: str = "gaussian", epochs: int = 3, batch_size: int = 128,
             device: str = "cpu", random_state: int | None = None, verbose: bool = False,
             progress: Progress | None = None,
-            out: str | os.PathLike | None = None) -> Obfuscator:
+            out: str | os.PathLike | None = None, mechanism: str = "noise") -> Obfuscator:
     """Fit one obfuscator for `task` on the data set's fit split; with `out`, save it there
     (a folder that is not a saved obfuscator is refused before fitting).
 
@@ -130,7 +151,7 @@ def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitMo
     check_int("batch_size", batch_size, 1, MAX_BATCH)
     if out is not None:
         check_save_path(Path(out))
-    model = model or task.load_model(device)
+    model = model or load_task_model(task, device, mechanism)
     loader = task.loader(data, task.splits["fit"], batch_size, True)
     obf.fit(model, loader, task.task_loss, progress=progress)
     if out is not None:
@@ -139,10 +160,10 @@ def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitMo
 
 
 def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *, workdir: Path,
-                model: SplitModel | None = None, distribution: str = "laplace", epochs: int = 3,
+                model: SplitModel | None = None, distribution: str = "gaussian", epochs: int = 3,
                 refit: bool = False, device: str = "cpu", verbose: bool = False,
-                progress: Progress | None = None,
-                log: Log | None = None) -> dict[float, Obfuscator]:
+                progress: Progress | None = None, log: Log | None = None,
+                mechanism: str = "noise") -> dict[float, Obfuscator]:
     """One fitted obfuscator per ALPHA: reused from `workdir` when fitted for this model with the
     same ALPHA, distribution and epochs, else fitted and saved there (`log` says why a saved one
     was not reused)."""
@@ -152,11 +173,11 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
     if len(set(alphas)) != len(alphas):
         raise InvalidArgument("an ALPHA is given twice")
     for alpha in alphas:
-        check_save_path(obfuscator_path(workdir, distribution, alpha))
-    model = model or task.load_model(device)
+        check_save_path(obfuscator_path(workdir, distribution, alpha, mechanism))
+    model = model or load_task_model(task, device, mechanism)
     out = {}
     for alpha in alphas:
-        path = obfuscator_path(workdir, distribution, alpha)
+        path = obfuscator_path(workdir, distribution, alpha, mechanism)
         obf = None
         if path.exists() and not refit:
             try:
@@ -200,10 +221,10 @@ class EvaluateResult:
 
 
 def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | None = None, *,
-             workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
+             workdir: Path | None = None, distribution: str = "gaussian", epochs: int = 3,
              refit: bool = False, device: str = "cpu", obfuscator: Obfuscator | None = None,
              draws: int = 1, verbose: bool = False, progress: Progress | None = None,
-             log: Log | None = None) -> EvaluateResult:
+             log: Log | None = None, mechanism: str = "noise") -> EvaluateResult:
     """The task metric clean and under obfuscation at each ALPHA (TR-4928's accuracy table:
     `alphas` defaults to SEED_ALPHAS), averaged over `draws` passes with fresh noise; or, with
     `obfuscator`, at that one's ALPHA. `progress` (or bars when `verbose`) follows the fitting
@@ -227,7 +248,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
     _check_workdir(workdir)
     _check_splits(task, data, ["test"])
     progress = progress_for(progress, verbose)
-    model = task.load_model(device)
+    model = load_task_model(task, device, mechanism)
     if obfuscator is not None:
         obfuscator.check_model(model)
         obfs = {obfuscator.alpha: obfuscator}
@@ -235,7 +256,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
     else:
         obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
                            distribution=distribution, epochs=epochs, refit=refit, device=device,
-                           verbose=verbose, progress=progress, log=log)
+                           verbose=verbose, progress=progress, log=log, mechanism=mechanism)
     test = task.splits["test"]
     _check_activation(task, model, obfs.values(), data, test, device)
     clean = _score(task, model, None, data, test, device, progress, "scoring clean")
@@ -266,6 +287,8 @@ class AttackRow:
     ssim: float
     bits_per_element: float  # information bound on the test split, inf when clean
     bits_per_input: float
+    gain_over_mean: float = math.nan  # PSNR minus the mean image's (the data-free guess)
+    place: str = ""  # where the PSNR falls on the ladder ("as much as the 2x2 colour grid ...")
 
 
 @dataclass
@@ -286,11 +309,18 @@ class AttackResult:
     epochs: int
     rows: list[AttackRow]
     averaging: list[AveragingRow] = field(default_factory=list)
-    operating_alpha: float | None = None  # smallest ALPHA with SSIM <= 0.2
+    # smallest ALPHA whose reconstruction is no better than a 2x2 colour grid of the true image
+    operating_alpha: float | None = None
     # An attacker who ignores the activation: the attack split's mean image, scored like the
     # decoders. Reconstructions near it reveal nothing beyond what the data set looks like.
     floor_psnr: float = math.nan
     floor_ssim: float = math.nan
+    # the ladder's baselines on the test split: mean image, k x k colour grids, the public
+    # output's best guess where the task has one (name -> PSNR)
+    ladder: dict[str, float] = field(default_factory=dict)
+    preset: str = "full"
+    mechanism: str = "noise"
+    width: int = 96
     grid: Path | None = None
     plot: Path | None = None
     json_path: Path | None = None
@@ -306,24 +336,34 @@ def _bound(obf: Obfuscator | None, signal_var: torch.Tensor, k: int = 1) -> tupl
 
 
 def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | None = None, *,
-           workdir: Path | None = None, distribution: str = "laplace", epochs: int = 3,
-           attack_epochs: int = 40, width: int = 96, ks: Sequence[int] | str = (1, 8, 64),
+           workdir: Path | None = None, distribution: str = "gaussian", epochs: int = 3,
+           attack_epochs: int | None = None, width: int | None = None,
+           ks: Sequence[int] | str | None = None, preset: str = "full",
            averaging_alpha: float | None = None, attack_limit: int | None = None,
            test_limit: int | None = None, grid_rows: int = 6, refit: bool = False,
            device: str = "cpu", verbose: bool = False, progress: Progress | None = None,
-           log: Log | None = None) -> AttackResult:
-    """White-box reconstruction: a decoder per ALPHA (default SEED_ALPHAS) trained on the attack
-    split, scored on test.
+           log: Log | None = None, mechanism: str = "noise") -> AttackResult:
+    """White-box reconstruction: a decoder per ALPHA trained on the attack split, scored on
+    test and placed on the ladder of baselines (mean image, colour grids, public output).
 
-    `alphas` and `ks` may be comma-separated text. The averaging attack (mean of k
+    `preset` ("full": SEED_ALPHAS, 40 epochs, width 96, k = 1, 8, 64; "quick": ALPHA 0.4, 0.8,
+    0.95, 8 epochs, width 32, k = 1, 8) sets whatever `alphas`, `attack_epochs`, `width` and
+    `ks` leave out; those may be comma-separated text. The averaging attack (mean of k
     obfuscations of one input) runs at `averaging_alpha`, by default the smallest ALPHA whose
-    SSIM is at most 0.2 (else the largest in the sweep).
+    reconstruction is no better than a 2x2 colour grid of the true image (else the largest).
     `progress` (or bars when `verbose`) follows the fitting and the decoders' epochs.
     """
     task = _task(task)
+    if not isinstance(preset, str) or preset not in ATTACK_PRESETS:
+        raise InvalidArgument(f"no preset {preset!r}; choose {' or '.join(ATTACK_PRESETS)}")
+    chosen = ATTACK_PRESETS[preset]
+    alphas = chosen["alphas"] if alphas is None else alphas
+    attack_epochs = chosen["attack_epochs"] if attack_epochs is None else attack_epochs
+    width = chosen["width"] if width is None else width
+    ks = chosen["ks"] if ks is None else ks
     data = Path(data)
     workdir = Path(workdir or default_workdir(task))
-    alphas = parse_alphas(SEED_ALPHAS if alphas is None else alphas)
+    alphas = parse_alphas(alphas)
     ks = _parse_ks(ks)
     check_int("attack_epochs", attack_epochs, 1, MAX_EPOCHS)
     check_int("width", width, 1, MAX_WIDTH)
@@ -338,10 +378,10 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
     _check_workdir(workdir)
     _check_splits(task, data, ["attack", "test"])
     progress = progress_for(progress, verbose)
-    model = task.load_model(device)
+    model = load_task_model(task, device, mechanism)
     obfs = obfuscators(task, data, alphas, workdir=workdir, model=model,
                        distribution=distribution, epochs=epochs, refit=refit, device=device,
-                       progress=progress, log=log)
+                       progress=progress, log=log, mechanism=mechanism)
     head = model.forward_head
     att = _attack.collect(head, task.images(data, task.splits["attack"]), device, attack_limit,
                           progress=prefixed(progress, "activations of the attack split"))
@@ -362,16 +402,22 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
         progress.advance(1)
         return recon, scores
 
+    baselines = _ladder_baselines(task, data, att, test)
+
+    def row(alpha: float, p: float, s: float, bits: tuple[float, float]) -> AttackRow:
+        return AttackRow(alpha, p, s, *bits, gain_over_mean=p - baselines["mean image"],
+                         place=_leakage.place_on(p, list(baselines.items())))
+
     recons = {}
     rows = []
     recon, (p, s) = run(None)
     recons[0.0] = recon
-    rows.append(AttackRow(0.0, p, s, math.inf, math.inf))
+    rows.append(row(0.0, p, s, (math.inf, math.inf)))
     for alpha in alphas:
         recon, (p, s) = run(obfs[alpha])
         recons[alpha] = recon
-        rows.append(AttackRow(alpha, p, s, *_bound(obfs[alpha], signal_var)))
-    operating = next((r.alpha for r in rows[1:] if r.ssim <= SSIM_PRIVATE), None)
+        rows.append(row(alpha, p, s, _bound(obfs[alpha], signal_var)))
+    operating = next((r.alpha for r in rows[1:] if r.psnr <= baselines[OPERATING_RUNG]), None)
     avg_alpha = check_alpha(averaging_alpha if averaging_alpha is not None
                             else (operating or alphas[-1]))
     averaging = []
@@ -386,7 +432,8 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
     guess = att.images.mean(0, keepdim=True).expand_as(test.images).contiguous()
     floor_psnr, floor_ssim = _attack.score(guess, test.images)
     result = AttackResult(task.name, distribution, len(att.images), len(test.images),
-                          attack_epochs, rows, averaging, operating, floor_psnr, floor_ssim)
+                          attack_epochs, rows, averaging, operating, floor_psnr, floor_ssim,
+                          baselines, preset, mechanism, width)
     workdir.mkdir(parents=True, exist_ok=True)
     from veil.privacy import _plots
 
@@ -395,6 +442,37 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
     result.plot = _plots.attack_plot(result, workdir / "attack.png")
     result.json_path = _write_json(workdir / "attack.json", result)
     return result
+
+
+def _ladder_baselines(task: PrivacyTask, data: Path, att: _attack.Pairs,
+                      test: _attack.Pairs) -> dict[str, float]:
+    """PSNR on the test split of every rung of the ladder: the attack split's mean image, k x k
+    colour grids of each true image, and the best guess given the public output."""
+    from veil.privacy._metrics import psnr
+
+    mean = att.images.mean(0)
+    out = {"mean image": float(psnr(mean.expand_as(test.images), test.images).mean())}
+    for k in _leakage.GRID_SIZES:
+        if k <= min(test.images.shape[-2:]):
+            out[f"{k}x{k} colour grid"] = float(
+                psnr(_leakage.colour_grid(test.images, k), test.images).mean())
+    probes = task.probes
+    if probes is not None and probes.public is not None and len(att.images) == len(
+            probes.public(data, task.splits["attack"])):
+        att_pub = probes.public(data, task.splits["attack"])
+        tst_pub = probes.public(data, task.splits["test"])
+        if len(tst_pub) == len(test.images):
+            if isinstance(tst_pub, torch.Tensor):
+                guess = _leakage.class_mean_guess(att.images, att_pub, tst_pub)
+            else:
+                idx = torch.cat([torch.full((len(b),), i, dtype=torch.long)
+                                 for i, b in enumerate(att_pub)])
+                crops = _leakage.crop(att.images[idx], torch.cat([b.float() for b in att_pub]),
+                                      32)
+                guess = _leakage.boxes_guess(att.images, crops.mean(0), tst_pub)
+            out[f"best guess given the {probes.public_name}"] = float(
+                psnr(guess, test.images).mean())
+    return out
 
 
 # ---------------------------------------------------------------------- bench
@@ -449,7 +527,7 @@ def _timed(fn, device) -> float:
 def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *,
           repeats: int = 15, obf_repeats: int = 200, device: str = "cpu",
           shape: Sequence[int] | None = None, verbose: bool = False,
-          progress: Progress | None = None) -> BenchResult:
+          progress: Progress | None = None, mechanism: str = "noise") -> BenchResult:
     """Time one input (default 1920x1080) through head, obfuscation and tail, side by side.
 
     `obfuscator` is fitted or the folder of a saved one. `progress` (or bars when `verbose`)
@@ -463,7 +541,7 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *
         raise InvalidArgument(f"the bench input must be whole numbers >= 1 with at most "
                               f"{MAX_BENCH_ELEMENTS} elements in all, not {shape}")
     dev = check_device(device)
-    model = task.load_model(dev)
+    model = load_task_model(task, dev, mechanism)
     if isinstance(obfuscator, Obfuscator):
         obfuscator.check_model(model)
     else:
@@ -546,6 +624,7 @@ def _write_json(path: Path, result: Any) -> Path:
         return o
 
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(plain(asdict(result)), indent=2) + "\n")
+    body = asdict(result) if is_dataclass(result) else result
+    tmp.write_text(json.dumps(plain(body), indent=2) + "\n")
     tmp.replace(path)
     return path

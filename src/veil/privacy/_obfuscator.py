@@ -43,7 +43,7 @@ from veil.privacy._util import (
 from veil.progress import Progress
 
 FORMAT = "veil.obfuscator/1"
-DISTRIBUTIONS = ("laplace", "gaussian")
+DISTRIBUTIONS = ("gaussian", "laplace")
 MAX_ALPHA = 0.999
 MAX_EPOCHS = 1000  # passes over the fit split; the default is 3
 PARAMS = ("alpha", "distribution", "epochs", "lr", "min_share", "max_mean")
@@ -106,7 +106,7 @@ class Obfuscator:
     fitting (veil.progress.TqdmProgress), unless `fit` is given a progress.
     """
 
-    def __init__(self, alpha: float = 0.8, distribution: str = "laplace", *, epochs: int = 3,
+    def __init__(self, alpha: float = 0.8, distribution: str = "gaussian", *, epochs: int = 3,
                  lr: float = 0.01, min_share: float = 0.1, max_mean: float = 3.0,
                  random_state: int | None = None, device: str | None = None,
                  verbose: bool = False):

@@ -24,7 +24,7 @@ from torch import nn
 from veil._newdir import new_directory
 from veil.errors import InvalidArgument, NotFound
 from veil.privacy._split import SplitModel, split_at
-from veil.privacy._tasks import PrivacyTask, register_task
+from veil.privacy._tasks import PrivacyTask, Probes, register_task
 from veil.privacy._util import check_float, check_int, first_line, load_tensors
 from veil.progress import Progress, or_silent
 
@@ -539,8 +539,21 @@ def shapes_cnn(tail: str = "wide") -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
-def load_model(device: str | torch.device = "cpu", weights: str | Path | None = None) -> SplitModel:
-    """The shipped classifier, split after `relu4` (activation 64 x H/4 x W/4)."""
+MECHANISM_WEIGHTS = {m: Path(__file__).parent / "weights" / f"shapes_{m}.pt"
+                     for m in ("bottleneck", "adversarial", "deep")}
+
+
+def load_model(device: str | torch.device = "cpu", weights: str | Path | None = None, *,
+               mechanism: str = "noise") -> SplitModel:
+    """The shipped classifier, split after `relu4` (activation 64 x H/4 x W/4); with a
+    `mechanism` other than "noise", that mechanism's shipped SplitModel (or `weights`, a
+    mechanism weights file; veil.privacy._mechanisms)."""
+    if mechanism != "noise":
+        from veil.privacy import _mechanisms
+
+        _mechanisms.check_mechanism(mechanism, MECHANISM_WEIGHTS)
+        return _mechanisms.load(shapes_cnn, weights or MECHANISM_WEIGHTS[mechanism],
+                                name="shapes-cnn", mechanism=mechanism, device=device)
     net = shapes_cnn()
     path = Path(weights) if weights else SHAPES_WEIGHTS
     if not path.is_file():
@@ -578,6 +591,55 @@ def score(model: SplitModel, transform, data, split: str = "test",
     return correct / total
 
 
+# ---------------------------------------------------------------------- leakage probes
+PROBE_ATTRIBUTES = {k: v for k, v in ATTRIBUTES.items() if k != "class"}  # class is public
+PROBE_BATCH = 256
+
+
+class _ProbeBatches:
+    """Re-iterable batches of a generated probe set, with a length."""
+
+    def __init__(self, arrays: tuple[np.ndarray, ...], extra=None, batch_size=PROBE_BATCH):
+        self.arrays, self.extra, self.batch_size = arrays, extra, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.arrays[0]) / self.batch_size)
+
+    def __iter__(self):
+        for i in range(0, len(self.arrays[0]), self.batch_size):
+            xs = [torch.from_numpy(a[i:i + self.batch_size]).permute(0, 3, 1, 2).float()
+                  .div_(255) for a in self.arrays]
+            if self.extra is None:
+                yield tuple(xs)
+            else:
+                yield xs[0], None, {k: torch.from_numpy(v[i:i + self.batch_size])
+                                    for k, v in self.extra.items()}
+
+
+def probe_units(kind: str, n: int, seed: int) -> Iterable:
+    """Generated images labelled with position cell, colour bin, size and texture (one unit an
+    image); the shapes task has no identities."""
+    if kind != "attributes":
+        raise InvalidArgument(f"the shapes task has no {kind!r} probe (it has attributes)")
+    imgs, labels = probe_images(n, seed)
+    return _ProbeBatches((imgs,), {k: labels[k] for k in PROBE_ATTRIBUTES})
+
+
+def probe_pairs(n: int, seed: int) -> Iterable:
+    """Pairs of images identical but for the shape, moved by at least 8 pixels."""
+    return _ProbeBatches(moved_pairs(n, seed, 8.0))
+
+
+def public(data, split: str) -> torch.Tensor:
+    """What the classifier's output tells anyone: each image's class."""
+    return _split_tensors(data, split)[1]
+
+
+PROBES = Probes(attributes=PROBE_ATTRIBUTES, units=probe_units, pairs=probe_pairs,
+                pair_name="shape moved >= 8 px", public=public, public_name="class",
+                sizes={"train": 3000, "test": 1000, "pairs": 500, "identity_train": 0,
+                       "identity_test": 0})
+
 TASK = register_task(PrivacyTask(
     name="shapes",
     description="8-class shape classifier on generated 32x32 images (the test model)",
@@ -590,4 +652,6 @@ TASK = register_task(PrivacyTask(
     generate=generate,
     splits=SPLITS,
     sizes=DEFAULT_SIZES,
+    probes=PROBES,
+    mechanisms=("noise", *(m for m, f in MECHANISM_WEIGHTS.items() if f.is_file())),
 ))

@@ -17,6 +17,44 @@ ENTRY_POINT_GROUP = "veil.privacy.tasks"
 SOLUTIONS_GROUP = "veil.solutions"
 
 
+def _default_sizes() -> dict[str, int]:
+    return {"train": 3000, "test": 1000, "identity_train": 40, "identity_test": 10,
+            "pairs": 500}
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What a task's generator knows beyond its data set, for the identity-level measures of
+    `veil privacy leakage` (veil.privacy._report). The images are generated in memory from
+    seeds of their own: labels such as skin tone or identity exist only for generated data.
+
+    units(kind, n, seed) -> iterable (with a length) of (inputs, boxes, labels) batches:
+        kind "attributes": `n` images of the generator's usual scenes, labelled with every
+        attribute in `attributes`; kind "identity": `n` scenes of each of `identities`
+        identities, labelled "identity". `boxes` is None when each image is one unit, else a
+        list with one (n_i, 4) tensor of normalised x0, y0, x1, y1 per image (one unit per
+        box); `labels` maps a name to one class index per unit.
+    pairs(n, seed) -> iterable (with a length) of (inputs A, inputs B) batches: `n` pairs of
+        inputs that differ in one thing (`pair_name`), for the two-input bound.
+    boxes(data, split) -> one (n_i, 4) tensor per image of `task.images(data, split)`, in its
+        order: where the region measure crops (faces), or None for whole images.
+    public(data, split) -> what the task's output tells anyone about each image of
+        `task.images(data, split)`: a tensor of class indices, or boxes as `boxes` gives them.
+    sizes: the full-strength probe sizes ("train", "test": attribute images; "identity_train",
+        "identity_test": scenes per identity; "pairs").
+    """
+
+    attributes: dict[str, int]
+    units: Callable[..., Iterable]
+    pairs: Callable[..., Iterable]
+    pair_name: str
+    identities: int = 0
+    boxes: Callable[..., Any] | None = None
+    public: Callable[..., Any] | None = None
+    public_name: str = "public output"
+    sizes: dict[str, int] = field(default_factory=_default_sizes)
+
+
 @dataclass(frozen=True)
 class PrivacyTask:
     """Everything `veil privacy` needs to fit, evaluate, attack and time one model.
@@ -32,6 +70,9 @@ class PrivacyTask:
         `sizes` maps the splits "fit", "attack" and "test" to image counts (`sizes` below holds
         the task's defaults), and `progress` (a veil.progress.Progress or None) gets one phase
         counting the images written.
+    probes: the generator's labels and pairs for `veil privacy leakage` (None: the ladder only).
+    mechanisms: the mechanisms the task ships weights for; load_model(device, mechanism=M)
+        loads one other than "noise" (veil.privacy._mechanisms).
     splits maps each role ("fit": what the obfuscator is fitted on, "attack": the attacker's own
         images, "test": what is scored) to the task's name for it, the `split` its loader reads.
     """
@@ -50,6 +91,8 @@ class PrivacyTask:
     bench_input: tuple[int, int, int] = (3, 1080, 1920)
     sizes: dict[str, int] = field(default_factory=lambda: {"fit": 4000, "attack": 2000,
                                                            "test": 1000})
+    probes: Probes | None = None
+    mechanisms: tuple[str, ...] = ("noise",)
 
 
 _TASKS: dict[str, PrivacyTask] = {}

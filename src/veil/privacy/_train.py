@@ -23,7 +23,7 @@ from veil.privacy._split import SplitModel
 from veil.privacy._util import check_float, check_int, model_device, pairs, to_device
 from veil.progress import Log, Progress, or_silent, quiet
 
-NOISES = ("laplace", "gaussian")
+NOISES = ("gaussian", "laplace")
 
 
 def _unit_noise(shape: torch.Size, distribution: str, gen: torch.Generator) -> torch.Tensor:

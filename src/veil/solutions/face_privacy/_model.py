@@ -19,11 +19,25 @@ WEIGHTS = Path(__file__).parent / "weights" / "faceboxes.pt"
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-def load_model(device: str | torch.device = "cpu", weights: str | Path | None = None) -> SplitModel:
+MECHANISM_WEIGHTS = {m: Path(__file__).parent / "weights" / f"faceboxes_{m}.pt"
+                     for m in ("bottleneck", "adversarial", "deep")}
+
+
+def load_model(device: str | torch.device = "cpu", weights: str | Path | None = None, *,
+               mechanism: str = "noise") -> SplitModel:
     """FaceBoxes with trained weights, split after the rapidly digested layers, in eval mode.
     The weights are loaded safely (no pickled code runs) and checked against the model (names,
-    shapes, kinds, finite values): a damaged file is one line naming it."""
+    shapes, kinds, finite values): a damaged file is one line naming it. With a `mechanism`
+    other than "noise", that mechanism's shipped SplitModel (or `weights`, a mechanism weights
+    file; veil.privacy._mechanisms)."""
     from veil.train import load_weights
+
+    if mechanism != "noise":
+        from veil.privacy import _mechanisms
+
+        _mechanisms.check_mechanism(mechanism, MECHANISM_WEIGHTS)
+        return _mechanisms.load(_faceboxes.faceboxes, weights or MECHANISM_WEIGHTS[mechanism],
+                                name="faceboxes", mechanism=mechanism, device=device)
 
     path = Path(weights) if weights is not None else WEIGHTS
     if not path.is_file():

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from veil.errors import InvalidArgument
 from veil.privacy import PrivacyTask, register_task
+from veil.privacy._tasks import Probes
 from veil.progress import Progress
 from veil.solutions.face_privacy import _evaluate, _faceboxes, _model, _synth
 from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
@@ -126,6 +127,113 @@ def generate(path, *, seed: int = 0, sizes: dict[str, int] | None = None,
                            attack_per_fold=sizes["attack"] // 10, progress=progress)
 
 
+# ---------------------------------------------------------------------- leakage probes
+IDENTITIES = 10  # N-way identification
+PROBE_BATCH = 4  # 1024 x 1024 inputs
+
+
+def image_boxes(data, split: str) -> list[torch.Tensor]:
+    """Each face's box (normalised x0, y0, x1, y1) per image of `images(data, split)`, in its
+    order; the image's size is read from its header."""
+    from PIL import Image
+
+    out = []
+    for im in _images(data, split):
+        with Image.open(im.path) as f:
+            w, h = f.size
+        out.append(_boxes(im, w, h))
+    return out
+
+
+def _norm_box(e, w: int, h: int) -> list[float]:
+    x0, y0, x1, y1 = e.box()
+    return [min(max(x0 / w, 0.0), 1.0), min(max(y0 / h, 0.0), 1.0),
+            min(max(x1 / w, 0.0), 1.0), min(max(y1 / h, 0.0), 1.0)]
+
+
+class _Generated:
+    """Re-iterable batches of generated images, drawn lazily (each call to `draw(i)` returns one
+    item), with a length."""
+
+    def __init__(self, n: int, draw, collate):
+        self.n, self.draw, self.collate = n, draw, collate
+
+    def __len__(self) -> int:
+        return (self.n + PROBE_BATCH - 1) // PROBE_BATCH
+
+    def __iter__(self):
+        for i in range(0, self.n, PROBE_BATCH):
+            yield self.collate([self.draw(j) for j in range(i, min(i + PROBE_BATCH, self.n))])
+
+
+def _collate_units(items):
+    x = torch.stack([_model.to_input(arr) for arr, _, _ in items])
+    boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for _, b, _ in items]
+    labels: dict[str, list[int]] = {}
+    for _, _, lab in items:
+        for unit in lab:
+            for k, v in unit.items():
+                labels.setdefault(k, []).append(v)
+    return x, boxes, {k: torch.tensor(v, dtype=torch.long) for k, v in labels.items()}
+
+
+def probe_units(kind: str, n: int, seed: int):
+    """Generated scenes labelled per face: kind "attributes" (`n` images of the generator's
+    usual scenes, skin tone, hair colour and occlusion) or "identity" (`n` scenes of each of
+    IDENTITIES persistent identities, one face each)."""
+    from veil.privacy._util import check_int
+
+    check_int("the probe size", n, 1, 100_000)
+    check_int("the probe seed", seed, 0)
+    if kind == "attributes":
+        def draw(j):
+            arr, ellipses, attrs = _synth.render(np.random.default_rng([seed, 31337, j]),
+                                                 attributes=True)
+            h, w = arr.shape[:2]
+            return arr, [_norm_box(e, w, h) for e in ellipses], attrs
+
+        return _Generated(n, draw, _collate_units)
+    if kind == "identity":
+        people = [_synth.identity(i) for i in range(IDENTITIES)]
+
+        def draw(j):
+            who, scene = j % IDENTITIES, j // IDENTITIES
+            arr, e = _synth.render_identity(people[who], seed * 1_000_003 + scene)
+            h, w = arr.shape[:2]
+            return arr, [_norm_box(e, w, h)], [{"identity": who}]
+
+        return _Generated(n * IDENTITIES, draw, _collate_units)
+    raise InvalidArgument(f"the faces task has no {kind!r} probe (attributes, identity)")
+
+
+def probe_pairs(n: int, seed: int):
+    """`n` same-scene identity swaps: one scene drawn twice, with two different identities."""
+    from veil.privacy._util import check_int
+
+    check_int("the number of pairs", n, 1, 100_000)
+    check_int("the probe seed", seed, 0)
+    people = [_synth.identity(i) for i in range(IDENTITIES)]
+
+    def draw(j):
+        rng = np.random.default_rng([seed, 4242, j])
+        a, b = rng.choice(IDENTITIES, size=2, replace=False)
+        scene = seed * 1_000_003 + 500_000 + j
+        return (_synth.render_identity(people[a], scene)[0],
+                _synth.render_identity(people[b], scene)[0])
+
+    def collate(items):
+        return (torch.stack([_model.to_input(a) for a, _ in items]),
+                torch.stack([_model.to_input(b) for _, b in items]))
+
+    return _Generated(n, draw, collate)
+
+
+PROBES = Probes(attributes=dict(_synth.FACE_ATTRIBUTES), units=probe_units, pairs=probe_pairs,
+                pair_name="same-scene identity swap", identities=IDENTITIES, boxes=image_boxes,
+                public=image_boxes, public_name="face boxes",
+                sizes={"train": 600, "test": 300, "identity_train": 40, "identity_test": 10,
+                       "pairs": 100})
+
 TASK = register_task(PrivacyTask(
     name="faces",
     description="FaceBoxes face detector on FDDB-layout data, 1024x1024 input (TR-4928)",
@@ -138,4 +246,6 @@ TASK = register_task(PrivacyTask(
     generate=generate,
     splits={"fit": "fit", "attack": "attack", "test": "test"},
     sizes=SIZES,
+    probes=PROBES,
+    mechanisms=("noise", *(m for m, f in _model.MECHANISM_WEIGHTS.items() if f.is_file())),
 ))
