@@ -126,11 +126,15 @@ def obfuscator_path(workdir: Path, distribution: str, alpha: float,
     return Path(workdir) / "obfuscators" / f"{prefix}{distribution}-alpha-{alpha:g}"
 
 
-def load_task_model(task: PrivacyTask, device, mechanism: str = "noise") -> SplitModel:
-    """The task's model for `mechanism` ("noise": its usual split, else a shipped mechanism)."""
+def _check_mechanism(task: PrivacyTask, mechanism: str) -> str:
     from veil.privacy._mechanisms import check_mechanism
 
-    check_mechanism(mechanism, {m: 1 for m in task.mechanisms})
+    return check_mechanism(mechanism, {m: 1 for m in task.mechanisms})
+
+
+def load_task_model(task: PrivacyTask, device, mechanism: str = "noise") -> SplitModel:
+    """The task's model for `mechanism` ("noise": its usual split, else a shipped mechanism)."""
+    _check_mechanism(task, mechanism)
     if mechanism == "noise":
         return task.load_model(device)
     return task.load_model(device, mechanism=mechanism)
@@ -146,6 +150,7 @@ def fit_one(task: PrivacyTask | str, data: Path, alpha: float, *, model: SplitMo
 
     `progress` (or, without one, bars when `verbose`) follows the fitting."""
     task = _task(task)
+    _check_mechanism(task, mechanism)
     obf = Obfuscator(alpha, distribution, epochs=epochs, device=device,
                      random_state=random_state, verbose=verbose)
     check_int("batch_size", batch_size, 1, MAX_BATCH)
@@ -168,6 +173,7 @@ def obfuscators(task: PrivacyTask | str, data: Path, alphas: Sequence[float], *,
     same ALPHA, distribution and epochs, else fitted and saved there (`log` says why a saved one
     was not reused)."""
     task = _task(task)
+    _check_mechanism(task, mechanism)
     _check_fit_params(distribution, epochs, device)
     alphas = [check_alpha(a) for a in alphas]
     if len(set(alphas)) != len(alphas):
@@ -230,6 +236,7 @@ def evaluate(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str 
     `obfuscator`, at that one's ALPHA. `progress` (or bars when `verbose`) follows the fitting
     and the scoring."""
     task = _task(task)
+    _check_mechanism(task, mechanism)
     check_int("draws", draws, 1, MAX_DRAWS)
     if obfuscator is not None:
         if not isinstance(obfuscator, Obfuscator):
@@ -354,6 +361,7 @@ def attack(task: PrivacyTask | str, data: Path, alphas: Sequence[float] | str | 
     `progress` (or bars when `verbose`) follows the fitting and the decoders' epochs.
     """
     task = _task(task)
+    _check_mechanism(task, mechanism)
     if not isinstance(preset, str) or preset not in ATTACK_PRESETS:
         raise InvalidArgument(f"no preset {preset!r}; choose {' or '.join(ATTACK_PRESETS)}")
     chosen = ATTACK_PRESETS[preset]
@@ -533,6 +541,7 @@ def bench(task: PrivacyTask | str, obfuscator: Obfuscator | str | os.PathLike, *
     `obfuscator` is fitted or the folder of a saved one. `progress` (or bars when `verbose`)
     follows the timed runs."""
     task = _task(task)
+    _check_mechanism(task, mechanism)
     check_int("repeats", repeats, 1, MAX_REPEATS)
     check_int("obf_repeats", obf_repeats, 1, MAX_REPEATS)
     shape = tuple(shape or task.bench_input)
