@@ -307,7 +307,8 @@ def leakage(
     obfuscator: Path = typer.Option(None, "--obfuscator", help="Or this saved obfuscator."),
     mechanism: str = MECHANISM,
     preset: str = typer.Option("quick", "--preset",
-                               help="Attackers' strength: quick (minutes) or full (benchmarks)."),
+                               help="Attackers' strength: quick (minutes), full (benchmarks) or "
+                                    "smoke (seconds: checks the steps run, figures mean little)."),
     draws: int = typer.Option(3, "--draws", help="Noise draws for the utility figure."),
     no_utility: bool = typer.Option(False, "--no-utility", help="Skip scoring the task metric."),
     distribution: str = DIST,

@@ -43,6 +43,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the attackers' full strength, for benchmarks
     "full": {"widths": (48, 96), "decoder_epochs": 40, "probe_epochs": 30, "region_epochs": 30,
              "scale": 1},
+    # seconds: checks that every step runs (the README's test); its figures mean little
+    "smoke": {"widths": (8,), "decoder_epochs": 1, "probe_epochs": 1, "region_epochs": 1,
+              "scale": 20},
 }
 KS = (1, 8, 64)
 CROP = 32  # region crops, pixels
