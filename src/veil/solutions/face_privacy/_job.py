@@ -42,6 +42,9 @@ class EvaluateConfig:
         "export": False})
     batch_size: int = field(default=4, metadata={
         "help": f"Images per forward pass (1 to {MAX_BATCH}).", "min": 1, "max": MAX_BATCH})
+    mechanism: str = field(default="noise", metadata={
+        "help": "What runs at the split: noise (TR-4928's), or a shipped mechanism "
+                "(bottleneck, adversarial, deep; veil privacy tasks lists them)."})
 
 
 @dataclass
@@ -56,9 +59,11 @@ class BatchResult:
 
 def job_name(cfg: EvaluateConfig) -> str:
     """faces-raw, or faces-alpha-A: the run's and the snapshot's names."""
+    mech = "" if cfg.mechanism == "noise" else f"{cfg.mechanism}-"
     if not cfg.noisy:
-        return "faces-raw"
-    return f"faces-alpha-{cfg.alpha:g}" if isinstance(cfg.alpha, (int, float)) else "faces-noisy"
+        return f"faces-{mech}raw"
+    return f"faces-{mech}alpha-{cfg.alpha:g}" if isinstance(cfg.alpha, (int, float)) \
+        else f"faces-{mech}noisy"
 
 
 def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
@@ -69,6 +74,10 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
     from veil.solutions.face_privacy._fddb import read_fddb
 
     check_fields(cfg)
+    from veil.privacy import get_task
+    from veil.privacy._mechanisms import check_mechanism
+
+    check_mechanism(cfg.mechanism, {m: 1 for m in get_task("faces").mechanisms})
     if ctx.data is None:
         raise InvalidArgument("--dataset is required (an FDDB-layout folder)")
     if cfg.noisy and cfg.alpha is None:
@@ -89,12 +98,12 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
     if cfg.weights is not None:
         from veil.solutions.face_privacy._model import load_model
 
-        load_model("cpu", cfg.weights)
+        load_model("cpu", cfg.weights, mechanism=cfg.mechanism)
 
 
 def obfuscator_for(model, dataset: Path, alpha: float, obfuscator: Path | None, *,
                    workdir: Path | None, device: str, refit: bool = False, log=None,
-                   progress=None):
+                   progress=None, mechanism: str = "noise"):
     """The obfuscator to apply: `obfuscator` if given, else the one fitted on DATASET/fit for
     this ALPHA (fitted now if the work folder has none, shown on `progress`, by default on
     stderr)."""
@@ -107,8 +116,9 @@ def obfuscator_for(model, dataset: Path, alpha: float, obfuscator: Path | None, 
         return obf, Path(obfuscator)
     wd = Path(workdir) if workdir else default_workdir("faces")
     obfs = obfuscators("faces", dataset, [alpha], workdir=wd, model=model, refit=refit,
-                       device=device, verbose=True, progress=progress, log=log)
-    return obfs[alpha], obfuscator_path(wd, obfs[alpha].distribution, alpha)
+                       device=device, verbose=True, progress=progress, log=log,
+                       mechanism=mechanism)
+    return obfs[alpha], obfuscator_path(wd, obfs[alpha].distribution, alpha, mechanism)
 
 
 def evaluate_job(cfg: EvaluateConfig, ctx: JobContext) -> JobOutput:
@@ -119,12 +129,12 @@ def evaluate_job(cfg: EvaluateConfig, ctx: JobContext) -> JobOutput:
 
     alpha = check_alpha(cfg.alpha) if cfg.noisy else None
     ds = read_fddb(ctx.data, strict=False)
-    model = _model.load_model(ctx.device, cfg.weights)
+    model = _model.load_model(ctx.device, cfg.weights, mechanism=cfg.mechanism)
     transform = obf_path = None
     if alpha is not None:
         obf, obf_path = obfuscator_for(model, ctx.data, alpha, cfg.obfuscator,
                                        workdir=cfg.workdir, device=ctx.device, log=ctx.log,
-                                       progress=ctx.progress)
+                                       progress=ctx.progress, mechanism=cfg.mechanism)
         transform = obf.transform
     ev = _evaluate.run(model, ds, transform, alpha=alpha, batch_size=cfg.batch_size,
                        progress=ctx.progress)
@@ -136,7 +146,7 @@ def evaluate_job(cfg: EvaluateConfig, ctx: JobContext) -> JobOutput:
 
         shown = ctx.data.relative_to(data.volume_path(ctx.volume, home=ctx.home))
     labels = {"dataset": str(shown), "mAP": f"{ev.map:.6f}",
-              "alpha": "raw" if alpha is None else f"{alpha:g}"}
+              "alpha": "raw" if alpha is None else f"{alpha:g}", "mechanism": cfg.mechanism}
     if ctx.volume:
         labels["dataset-volume"] = ctx.volume
     metrics = {"mAP": ev.map, "roc_tpr_at_1000": ev.roc_tpr_at_1000,
@@ -148,11 +158,14 @@ def evaluate(dataset: str | Path, *, volume: str | None = None, alpha: float | N
              obfuscator: Path | None = None, weights: Path | None = None,
              results: str | None = None, snapshot: bool = True, out: Path | None = None,
              workdir: Path | None = None, device: str = "cpu", batch_size: int = 4,
-             track: bool = True, progress=None, log=None, home=None) -> BatchResult:
+             track: bool = True, progress=None, log=None, home=None,
+             mechanism: str = "noise") -> BatchResult:
     """Scenario 2 end to end. With `results`, the run's files go to RESULTS/<run>/ on that
-    volume (created if missing) and the volume is snapshotted as snap-RESULTS-<run>."""
+    volume (created if missing) and the volume is snapshotted as snap-RESULTS-<run>.
+    `mechanism` picks what runs at the split (a shipped one; "noise" is TR-4928's)."""
     cfg = EvaluateConfig(noisy=alpha is not None, alpha=alpha, obfuscator=obfuscator,
-                         weights=weights, workdir=workdir, batch_size=batch_size)
+                         weights=weights, workdir=workdir, batch_size=batch_size,
+                         mechanism=mechanism)
     res = run_job(evaluate_job, cfg, job=job_name(cfg), experiment=EXPERIMENT,
                   solution="face-privacy", data=dataset, volume=volume, out=out,
                   results=results, snapshot=snapshot and results is not None, track=track,
