@@ -380,6 +380,12 @@ def test_reconstruction_psnr_falls_as_alpha_rises(shapes_data, tmp_path):
     psnrs = [row.psnr for row in r.rows]
     assert [row.alpha for row in r.rows] == [0.0, 0.5, 0.95]
     assert psnrs[0] > psnrs[1] > psnrs[2]
+    # every row on the ladder of baselines computed from the test images (issue 17)
+    assert {"mean image", "1x1 colour grid", "16x16 colour grid",
+            "best guess given the class"} <= set(r.ladder)
+    assert r.rows[0].gain_over_mean == pytest.approx(psnrs[0] - r.ladder["mean image"])
+    assert r.rows[0].gain_over_mean > r.rows[2].gain_over_mean
+    assert all(row.place for row in r.rows) and r.preset == "full"
     assert math.isinf(r.rows[0].bits_per_element)
     assert r.rows[1].bits_per_element > r.rows[2].bits_per_element > 0
     assert [a.k for a in r.averaging] == [1, 4]
