@@ -26,6 +26,9 @@ def export_models(
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Largest batch per request "
                                        "(Triton batches concurrent requests up to it)."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite models already there."),
+    mechanism: str = typer.Option("noise", "--mechanism", help="face_detection_noisy is this "
+                                  "mechanism's tail: noise (TR-4928's), or a shipped one "
+                                  "(veil privacy tasks)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: the volume, its path and "
                                  "the models written."),
 ) -> None:
@@ -36,7 +39,7 @@ def export_models(
     from veil.solutions.face_privacy import export_models as export
 
     res = export(volume, weights=weights, noisy_weights=noisy_weights,
-                 max_batch_size=max_batch_size, replace=replace,
+                 max_batch_size=max_batch_size, replace=replace, mechanism=mechanism,
                  log=lambda m: err_console.print(m, markup=False))
     if as_json:
         return print_json({"volume": res.volume, "path": str(res.path),
@@ -67,6 +70,9 @@ def infer(
     stats: bool = typer.Option(False, "--stats", help="Print the server's inference statistics "
                                "for the model and check them, as the seed's client does."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the server."),
+    mechanism: str = typer.Option("noise", "--mechanism", help="With --noisy: the mechanism "
+                                  "face_detection_noisy was exported for (export-models "
+                                  "--mechanism)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Detect faces with the tail on a Triton server (TR-4928 scenario 3, steps 5 and 6): the
@@ -74,8 +80,8 @@ def infer(
     if noisy and alpha is None and obfuscator is None:
         raise InvalidArgument("--noisy needs --alpha (with --dataset to fit the noise) or "
                               "--obfuscator")
-    if not noisy and (alpha is not None or obfuscator is not None):
-        raise InvalidArgument("--alpha and --obfuscator apply only with --noisy")
+    if not noisy and (alpha is not None or obfuscator is not None or mechanism != "noise"):
+        raise InvalidArgument("--alpha, --obfuscator and --mechanism apply only with --noisy")
     if noisy and obfuscator is None and dataset is None:
         raise InvalidArgument("--noisy --alpha needs --dataset (to fit the noise on DATASET/fit) "
                               "or a fitted --obfuscator")
@@ -106,7 +112,7 @@ def infer(
                 pics.append(np.asarray(im.convert("RGB")))
         except Exception as e:
             raise InvalidArgument(f"{p}: not a readable image ({type(e).__name__})") from None
-    model = load_model("cpu")
+    model = load_model("cpu", mechanism=mechanism)
     obf = None
     if noisy:
         if obfuscator is not None:
@@ -118,8 +124,8 @@ def infer(
                                       f"{alpha:g}")
         else:
             obf, _ = obfuscator_for(model, dataset, alpha, None, workdir=workdir,
-                                           device="cpu",
-                                           log=lambda m: err_console.print(m, markup=False))
+                                    device="cpu", mechanism=mechanism,
+                                    log=lambda m: err_console.print(m, markup=False))
     with serving_client(server, obfuscator=obf, model=model, protocol=protocol,
                          binary=not json_tensors, timeout=timeout,
                          score_threshold=threshold) as c:

@@ -30,12 +30,15 @@ class Exported:
 
 def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Path | None = None,
                   max_batch_size: int = 8, replace: bool = False, create: bool = True,
-                  home=None, log: Log | None = None) -> Exported:
+                  home=None, log: Log | None = None, mechanism: str = "noise") -> Exported:
     """Write face_detection_base and face_detection_noisy (the detector's tail as TorchScript,
     input INPUT_0 FP32 [N, 128, 32, 32], outputs OUTPUT__0 loc and OUTPUT__1 conf) into the
     root of the veil volume `volume`, a Triton model repository. The noisy model is the tail
     of `noisy_weights` when given, else of the same weights (veil's shipped detector is trained
-    to tolerate the noise). `log` is told once everything is checked and the export begins."""
+    to tolerate the noise); with a `mechanism` other than "noise", the noisy model is that
+    mechanism's tail (its input is the mechanism's activation, e.g. [N, 8, 32, 32] for a
+    bottleneck of 8 channels; `noisy_weights` is then a mechanism weights file). `log` is told
+    once everything is checked and the export begins."""
     from veil import data
     from veil.data import validate_name
     from veil.errors import NotFound
@@ -47,8 +50,13 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
         raise InvalidArgument(f"--max-batch-size must be a whole number in [1, {MAX_BATCH}], "
                               f"not {max_batch_size!r}")
     # load both models before touching the volume: a bad weights file leaves it as it was
-    tails = {BASE: _model.load_model("cpu", weights).tail,
-             NOISY: _model.load_model("cpu", noisy_weights or weights).tail}
+    noisy_model = (_model.load_model("cpu", noisy_weights or weights) if mechanism == "noise"
+                   else _model.load_model("cpu", noisy_weights, mechanism=mechanism))
+    tails = {BASE: _model.load_model("cpu", weights).tail, NOISY: noisy_model.tail}
+    with torch.no_grad():
+        noisy_shape = tuple(noisy_model.forward_head(
+            torch.zeros(1, 3, _model.INPUT, _model.INPUT)).shape[1:])
+    examples = {BASE: torch.zeros(1, *ACTIVATION), NOISY: torch.zeros(1, *noisy_shape)}
     try:
         data.get_volume(volume, home=home)
     except NotFound:
@@ -65,8 +73,7 @@ def export_models(volume: str, *, weights: Path | None = None, noisy_weights: Pa
                                     "--replace; snapshot the volume first to keep it)")
     quiet(log)(f"Exporting {BASE} and {NOISY} to volume {volume!r} as TorchScript (takes "
                "~10 s) ...")
-    example = torch.zeros(1, *ACTIVATION)
-    out = [write_model(root, name, tail, example, input_names=[INPUT_NAME],
+    out = [write_model(root, name, tail, examples[name], input_names=[INPUT_NAME],
                        output_names=OUTPUT_NAMES, max_batch_size=max_batch_size, replace=replace)
            for name, tail in tails.items()]
     return Exported(volume, root, out)
