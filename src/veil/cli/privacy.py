@@ -61,11 +61,11 @@ def tasks(as_json: bool = JSON) -> None:
     p = _privacy()
     ts = p.list_tasks()
     if as_json:
-        return print_json([{"name": t.name, "metric": t.metric, "description": t.description}
-                           for t in ts])
-    t = Table("TASK", "METRIC", "DESCRIPTION", box=None)
+        return print_json([{"name": t.name, "metric": t.metric, "description": t.description,
+                            "mechanisms": list(t.mechanisms)} for t in ts])
+    t = Table("TASK", "METRIC", "MECHANISMS", "DESCRIPTION", box=None)
     for task in ts:
-        t.add_row(task.name, task.metric, task.description)
+        t.add_row(task.name, task.metric, ", ".join(task.mechanisms), task.description)
     console.print(t)
 
 
