@@ -93,6 +93,26 @@ class LeakageResult:
     json_path: Path | None = None
 
 
+# What does not depend on the noise (the head's activations of the splits and probe sets, the
+# clean score) is kept per model within one process, so a sweep over ALPHAs (the frontier
+# benchmark) runs the head over each image once. Keyed by the model's fingerprint.
+_CACHE: dict[tuple, Any] = {}
+_CACHE_ITEMS = 64
+
+
+def _cached(key: tuple, make):
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_ITEMS:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget the activations kept between reports."""
+    _CACHE.clear()
+
+
 def _check_preset(preset: Any) -> dict[str, Any]:
     if not isinstance(preset, str) or preset not in PRESETS:
         raise InvalidArgument(f"no preset {preset!r}; choose {' or '.join(PRESETS)}")
@@ -163,8 +183,9 @@ def _probe_units(probes: Probes, kind: str, n: int, seed: int, head, device,
                           {k: torch.cat(v) for k, v in labels.items()})
 
 
-def _two_input(probes: Probes, n: int, seed: int, head, obf: Obfuscator, device,
-               progress: Progress) -> TwoInput:
+def _pair_deltas(probes: Probes, n: int, seed: int, head, device,
+                 progress: Progress) -> torch.Tensor:
+    """f(A) - f(B) for the probe's pairs."""
     deltas = []
     batches = probes.pairs(n, seed)
     progress.start(len(batches) if hasattr(batches, "__len__") else 0,
@@ -173,7 +194,10 @@ def _two_input(probes: Probes, n: int, seed: int, head, obf: Obfuscator, device,
         for a, b in batches:
             deltas.append((head(a.to(device)).double() - head(b.to(device)).double()).cpu())
             progress.advance(1)
-    delta = torch.cat(deltas)
+    return torch.cat(deltas)
+
+
+def _two_input(probes: Probes, delta: torch.Tensor, obf: Obfuscator) -> TwoInput:
     std = obf.noise_scale_.double()
     median, p90 = {}, {}
     for k in KS:
@@ -190,11 +214,12 @@ def _two_input(probes: Probes, n: int, seed: int, head, obf: Obfuscator, device,
 
 
 def _utility(task: PrivacyTask, model, obf: Obfuscator, data: Path, device, draws: int,
-             progress: Progress) -> Utility:
+             progress: Progress, key: tuple) -> Utility:
     from veil.privacy._measure import _score
 
     test = task.splits["test"]
-    clean = _score(task, model, None, data, test, device, progress, "scoring clean")
+    clean = _cached((*key, "clean score"), lambda: _score(task, model, None, data, test,
+                                                           device, progress, "scoring clean"))
     values = [_score(task, model, obf.transform, data, test, device, progress,
                      f"scoring ALPHA {obf.alpha:g}, draw {d + 1}/{draws}")
               for d in range(draws)]
@@ -255,12 +280,15 @@ def leakage(task: PrivacyTask | str, data: str | Path, alpha: float | None = Non
                           distribution=distribution, epochs=epochs, refit=refit, device=device,
                           progress=progress, log=log, mechanism=mechanism)[alpha]
     head, probes = model.forward_head, task.probes
+    key = (task.name, str(data.resolve()), model.identity["fingerprint"], str(device))
     boxes = {role: (probes.boxes(data, task.splits[role]) if probes and probes.boxes else None)
              for role in ("attack", "test")}
-    att_a, att_i, att_c = _collect(head, task.images(data, task.splits["attack"]), device,
-                                   boxes["attack"], progress, "activations of the attack split")
-    tst_a, tst_i, tst_c = _collect(head, task.images(data, task.splits["test"]), device,
-                                   boxes["test"], progress, "activations of the test split")
+    att_a, att_i, att_c = _cached((*key, "attack"), lambda: _collect(
+        head, task.images(data, task.splits["attack"]), device, boxes["attack"], progress,
+        "activations of the attack split"))
+    tst_a, tst_i, tst_c = _cached((*key, "test"), lambda: _collect(
+        head, task.images(data, task.splits["test"]), device, boxes["test"], progress,
+        "activations of the test split"))
     obf.check_activation(tst_a[:1].to(device))
     att, tst = _attack.Pairs(att_a, att_i), _attack.Pairs(tst_a, tst_i)
 
@@ -315,10 +343,13 @@ def leakage(task: PrivacyTask | str, data: str | Path, alpha: float | None = Non
     # attributes and identity
     if probes is not None:
         scale = settings["scale"]
-        tr = _probe_units(probes, "attributes", max(probes.sizes["train"] // scale, 8),
-                          seed + 101, head, device, progress)
-        te = _probe_units(probes, "attributes", max(probes.sizes["test"] // scale, 8),
-                          seed + 102, head, device, progress)
+
+        def units(kind, n, s):
+            return _cached((*key, kind, n, s), lambda: _probe_units(probes, kind, n, s, head,
+                                                                    device, progress))
+
+        tr = units("attributes", max(probes.sizes["train"] // scale, 8), seed + 101)
+        te = units("attributes", max(probes.sizes["test"] // scale, 8), seed + 102)
         ep = settings["probe_epochs"]
         for name, classes in probes.attributes.items():
             progress.start(ep, f"training the {name} classifier")
@@ -328,16 +359,18 @@ def leakage(task: PrivacyTask | str, data: str | Path, alpha: float | None = Non
         if probes.identities:
             n_tr = max(probes.sizes["identity_train"] // scale, 4)
             n_te = max(probes.sizes["identity_test"] // scale, 2)
-            tr = _probe_units(probes, "identity", n_tr, seed + 201, head, device, progress)
-            te = _probe_units(probes, "identity", n_te, seed + 202, head, device, progress)
+            tr = units("identity", n_tr, seed + 201)
+            te = units("identity", n_te, seed + 202)
             progress.start(ep, f"training the {probes.identities}-way identity classifier")
             result.identity = _leakage.train_probe(
                 tr, te, "identity", probes.identities, obf.transform, epochs=ep, size=WINDOW,
                 seed=seed, device=device, progress=progress)
-        result.two_input = _two_input(probes, max(probes.sizes["pairs"] // scale, 8),
-                                      seed + 301, head, obf, device, progress)
+        n_pairs = max(probes.sizes["pairs"] // scale, 8)
+        delta = _cached((*key, "pairs", n_pairs, seed + 301), lambda: _pair_deltas(
+            probes, n_pairs, seed + 301, head, device, progress))
+        result.two_input = _two_input(probes, delta, obf)
     if utility:
-        result.utility = _utility(task, model, obf, data, device, draws, progress)
+        result.utility = _utility(task, model, obf, data, device, draws, progress, key)
     workdir.mkdir(parents=True, exist_ok=True)
     name = f"leakage-{mechanism}-{obf.distribution}-alpha-{obf.alpha:g}-{preset}.json"
     result.json_path = _write_json(workdir / name, _plain(result))
