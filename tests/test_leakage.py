@@ -223,3 +223,20 @@ def test_leakage_refuses_bad_arguments_before_any_work(tmp_path, kw, match):
 def test_cli_refuses_in_one_line(capsys, tmp_path, monkeypatch, argv, match):
     monkeypatch.chdir(tmp_path)
     refused(capsys, argv, match, home=tmp_path)
+
+
+@pytest.mark.parametrize("mechanism", [m for m in TASK.mechanisms if m != "noise"])
+def test_a_shipped_mechanism_is_fitted_and_evaluated_by_name(tmp_path, mechanism):
+    from veil.privacy import evaluate, fit_one, obfuscator_path
+
+    model = TASK.load_model(mechanism=mechanism)
+    assert model.mechanism == mechanism
+    obf = fit_one(TASK, _data(), 0.9, epochs=0, mechanism=mechanism,
+                  out=obfuscator_path(tmp_path, "gaussian", 0.9, mechanism))
+    assert (tmp_path / "obfuscators" / f"{mechanism}-gaussian-alpha-0.9").is_dir()
+    assert obf.model_identity_ == model.identity
+    # an obfuscator fitted on one mechanism is refused on another model
+    with pytest.raises(InvalidArgument):
+        obf.check_model(TASK.load_model())
+    r = evaluate(TASK, _data(), [0.9], workdir=tmp_path, epochs=0, mechanism=mechanism)
+    assert r.clean > 0.8 and r.rows[1].of_clean > 0.5

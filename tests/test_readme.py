@@ -24,7 +24,7 @@ SILENCE_S = 30.0
 BLOCK_TIMEOUT_S = 300.0
 # Commands that can take minutes: each must state its measured duration (and most have a quick
 # preset; a job's time follows its data, which the quick data set keeps small).
-HEAVY = ("veil privacy fit", "veil privacy evaluate", "veil privacy attack",
+HEAVY = ("veil privacy fit", "veil privacy evaluate", "veil privacy attack", "veil privacy leakage",
          "veil solutions face-privacy evaluate", "veil train lane-detection",
          "veil solutions face-privacy generate", "veil solutions lane-detection generate",
          "veil privacy generate")
