@@ -14,7 +14,7 @@ from veil.privacy import _mechanisms as mech
 from veil.solutions.face_privacy import _faceboxes, _model
 from veil.solutions.face_privacy import _mechanisms as fm
 
-SHIPPED = {"bottleneck": (8, 32, 32), "deep": (128, 32, 32)}
+SHIPPED = {"bottleneck": (8, 32, 32), "deep": (128, 32, 32), "adversarial": (128, 32, 32)}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
