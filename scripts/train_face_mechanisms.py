@@ -23,7 +23,7 @@ the batch (noise at ALPHA a is sqrt(a / (1 - a)) s: 2 at 0.8, 3 at 0.9, 4.4 at 0
 
     python scripts/train_face_mechanisms.py --mechanism bottleneck [--channels 8]
     python scripts/train_face_mechanisms.py --mechanism deep
-    python scripts/train_face_mechanisms.py --mechanism adversarial --epochs 1
+    python scripts/train_face_mechanisms.py --mechanism adversarial --lr 5e-4
     python scripts/train_face_mechanisms.py --mechanism bottleneck --measure DATA --no-train
     python scripts/train_face_mechanisms.py --mechanism noise --measure DATA   # the baseline
 
@@ -310,7 +310,7 @@ def main() -> None:
                    help="adversarial: the deep file it starts from")
     p.add_argument("--train-pairs", type=int, default=160,
                    help="adversarial: same-scene identity swaps it is trained against")
-    p.add_argument("--adversary-weight", type=float, default=0.5)
+    p.add_argument("--adversary-weight", type=float, default=4.0)
     p.add_argument("--no-train", action="store_true", help="measure the file at --out")
     p.add_argument("--measure", type=Path, help="a faces data root to measure on")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.8, 0.9, 0.95])
