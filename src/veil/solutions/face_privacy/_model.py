@@ -33,11 +33,11 @@ def load_model(device: str | torch.device = "cpu", weights: str | Path | None = 
     from veil.train import load_weights
 
     if mechanism != "noise":
-        from veil.privacy import _mechanisms
+        from veil.privacy._mechanisms import check_mechanism
+        from veil.solutions.face_privacy._mechanisms import load_mechanism
 
-        _mechanisms.check_mechanism(mechanism, MECHANISM_WEIGHTS)
-        return _mechanisms.load(_faceboxes.faceboxes, weights or MECHANISM_WEIGHTS[mechanism],
-                                name="faceboxes", mechanism=mechanism, device=device)
+        check_mechanism(mechanism, MECHANISM_WEIGHTS)
+        return load_mechanism(mechanism, device, path=weights)
 
     path = Path(weights) if weights is not None else WEIGHTS
     if not path.is_file():
