@@ -4,6 +4,7 @@ side in one run, against the issue's targets.
     .venv/bin/python benchmarks/privacy_frontier.py --task shapes [--preset quick|full]
     .venv/bin/python benchmarks/privacy_frontier.py --task faces --alphas 0.8,0.95
     .venv/bin/python benchmarks/privacy_frontier.py --task shapes --mechanisms noise,bottleneck
+    .venv/bin/python benchmarks/privacy_frontier.py --task faces --merge A.json B.json
 
 For each mechanism the task ships (`veil privacy tasks`: noise, bottleneck, adversarial, deep)
 and each ALPHA, `veil.privacy._report.leakage` fits the Gaussian obfuscator on the mechanism,
@@ -20,8 +21,9 @@ identity classifiers) and computes the two-input bound; the task metric is score
 
 Data: the benchmarks' generated sets (seed 0), written if missing: shapes 4,000 fit, 2,000
 attack, 1,000 test images in benchmarks/out/privacy/data; faces 100 fit, 600 attack, 300 test in
-benchmarks/out/faces/data. Writes benchmarks/out/privacy_frontier_TASK_PRESET.json and
-docs/img/privacy_frontier_TASK.png, and prints the table in Markdown.
+benchmarks/out/faces/data. Writes benchmarks/out/privacy_frontier_TASK_PRESET.json (or --out)
+and docs/img/privacy_frontier_TASK.png, and prints the table in Markdown. --merge combines the
+JSON of several runs (say, one process per mechanism) into one table and plot.
 """
 
 from __future__ import annotations
@@ -185,7 +187,22 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5, help="bench runs per mechanism")
     p.add_argument("--workdir", type=Path, default=Path("benchmarks/out/frontier"))
+    p.add_argument("--out", type=Path, default=None, help="the JSON to write")
+    p.add_argument("--no-speed", action="store_true", help="skip the per-mechanism timing")
+    p.add_argument("--merge", type=Path, nargs="+", help="combine these runs' JSON instead")
     args = p.parse_args()
+    if args.merge:
+        runs = [json.loads(f.read_text()) for f in args.merge]
+        rows = [r for run in runs for r in run["rows"]]
+        spd: dict = {}
+        for run in runs:
+            spd.update(run.get("speed") or {})
+        plot(args.task, rows, Path(f"docs/img/privacy_frontier_{args.task}.png"))
+        print(table(args.task, rows, spd))
+        print("\nmerged: " + ", ".join(f"{f} ({run['preset']} preset, commit {run['commit']}, "
+                                       f"{run['seconds'] / 60:.0f} min)"
+                                       for f, run in zip(args.merge, runs, strict=True)))
+        return
     task = get_task(args.task)
     mechanisms = args.mechanisms.split(",") if args.mechanisms else list(task.mechanisms)
     alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else ALPHAS[args.task]
@@ -217,11 +234,11 @@ def main() -> None:
             model = load_task_model(task, "cpu", m)
             obfs[m] = obfuscators(task, data, [alphas[0]], workdir=wd, model=model,
                                   mechanism=m)[alphas[0]]
-        spd = speed(task, mechanisms, obfs, args.repeats)
+        spd = {} if args.no_speed else speed(task, mechanisms, obfs, args.repeats)
     out = {"task": args.task, "preset": args.preset, "commit": commit, "alphas": alphas,
            "mechanisms": mechanisms, "draws": args.draws, "rows": rows, "speed": spd,
            "threads": torch.get_num_threads(), "seconds": time.time() - started}
-    path = Path(f"benchmarks/out/privacy_frontier_{args.task}_{args.preset}.json")
+    path = args.out or Path(f"benchmarks/out/privacy_frontier_{args.task}_{args.preset}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
     plot(args.task, rows, Path(f"docs/img/privacy_frontier_{args.task}.png"))
