@@ -197,6 +197,10 @@ def main() -> None:
         spd: dict = {}
         for run in runs:
             spd.update(run.get("speed") or {})
+        base = spd.get("noise")
+        for m, v in spd.items():  # against the baseline's head + tail, whichever run timed it
+            if base and m != "trusted":
+                v["adds_to_baseline"] = v["private_ms"] / base["clean_ms"] - 1
         plot(args.task, rows, Path(f"docs/img/privacy_frontier_{args.task}.png"))
         print(table(args.task, rows, spd))
         print("\nmerged: " + ", ".join(f"{f} ({run['preset']} preset, commit {run['commit']}, "
