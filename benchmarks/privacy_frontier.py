@@ -190,6 +190,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="the JSON to write")
     p.add_argument("--no-speed", action="store_true", help="skip the per-mechanism timing")
     p.add_argument("--merge", type=Path, nargs="+", help="combine these runs' JSON instead")
+    p.add_argument("--speed-only", action="store_true",
+                   help="only time the mechanisms, side by side (obfuscators at the first ALPHA)")
     args = p.parse_args()
     if args.merge:
         runs = [json.loads(f.read_text()) for f in args.merge]
@@ -221,7 +223,7 @@ def main() -> None:
     wd = args.workdir / args.task
     with TqdmProgress() as progress:
         for m in mechanisms:
-            for alpha in alphas:
+            for alpha in alphas if not args.speed_only else ():
                 t0 = time.time()
                 r = leakage(task, data, alpha, mechanism=m, preset=args.preset,
                             draws=args.draws, workdir=wd, progress=progress, log=print)
@@ -245,7 +247,8 @@ def main() -> None:
     path = args.out or Path(f"benchmarks/out/privacy_frontier_{args.task}_{args.preset}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    plot(args.task, rows, Path(f"docs/img/privacy_frontier_{args.task}.png"))
+    if rows:
+        plot(args.task, rows, Path(f"docs/img/privacy_frontier_{args.task}.png"))
     print(table(args.task, rows, spd))
     print(f"\n{args.task}, {args.preset} preset, commit {commit}, "
           f"{(time.time() - started) / 60:.1f} min; wrote {path}")
