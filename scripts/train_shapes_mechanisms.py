@@ -247,9 +247,9 @@ def main() -> None:
     p.add_argument("--init", type=Path, default=OUT["bottleneck"],
                    help="adversarial: the bottleneck mechanism it starts from")
     p.add_argument("--adv-noise", type=float, default=2.0, help="adversarial: x channel std")
-    p.add_argument("--lambda-rec", type=float, default=1.0)
+    p.add_argument("--lambda-rec", type=float, default=5.0)
     p.add_argument("--lambda-attr", type=float, default=0.3)
-    p.add_argument("--lambda-pair", type=float, default=0.0)
+    p.add_argument("--lambda-pair", type=float, default=1.0)
     p.add_argument("--tail-epochs", type=int, default=3, help="adversarial: tail epochs after")
     p.add_argument("--measure", nargs="+", metavar="FILE|base")
     p.add_argument("--data", type=Path, help="--measure: a `veil privacy generate` folder")

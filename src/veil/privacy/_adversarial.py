@@ -40,7 +40,8 @@ from veil.progress import Log, quiet
 
 @dataclass
 class AdversarialConfig:
-    """How `train_adversarial` trains; the defaults are the shipped shapes mechanism's."""
+    """How `train_adversarial` trains. The shipped shapes mechanism's settings are in its weights
+    file's info (the command: scripts/train_shapes_mechanisms.py)."""
 
     epochs: int = 4
     batch_size: int = 128
