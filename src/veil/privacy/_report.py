@@ -403,7 +403,8 @@ def describe(r: LeakageResult, prog=print) -> None:
     if r.utility:
         u = r.utility
         prog(f"  utility: {u.metric} {u.mean:.4f} = {u.of_clean:.1%} of clean {u.clean:.4f} "
-             f"(95% interval from {u.low95_of_clean:.1%}, {len(u.values)} draws)")
+             f"(95% interval from {u.low95_of_clean:.1%}, {len(u.values)} "
+             f"draw{'s' if len(u.values) != 1 else ''})")
     lad = r.ladder
     prog(f"  reconstruction: {lad.attack_psnr:.2f} dB PSNR, SSIM {r.ssim:.3f} ({r.best_decoder})"
          f": {lad.place}")
