@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-from veil.privacy import bench, get_task
-from veil.privacy._measure import load_task_model, obfuscators
-from veil.privacy._report import _plain, leakage
+from veil.privacy import bench, get_task, load_task_model, obfuscators
+from veil.privacy.leakage import as_dict as _plain
+from veil.privacy.leakage import leakage
 from veil.progress import TqdmProgress
 
 DATA = {"shapes": (Path("benchmarks/out/privacy/data"),

@@ -30,7 +30,7 @@ the batch (noise at ALPHA a is sqrt(a / (1 - a)) s: 2 at 0.8, 3 at 0.9, 4.4 at 0
 --measure DATA (a `veil privacy generate --task faces` root: test folds and fit/) fits a
 Gaussian obfuscator at each --alphas on DATA/fit, then reports the test folds' mAP (mean of the
 folds' AP, as veil.solutions.face_privacy._evaluate.run computes it, here on cached head
-activations) and the median, over --pairs same-scene identity swaps (_synth.render_identity),
+activations) and the median, over --pairs same-scene identity swaps (fp.render_identity),
 of the best two-identity test's accuracy Phi(D/2), D = ||(f(A) - f(B)) / sigma|| with sigma the
 obfuscator's per-channel noise (veil.privacy._leakage.two_input_bound).
 """
@@ -48,11 +48,11 @@ import torch
 from torch import nn
 
 from veil.privacy import Obfuscator, SplitModel, split_at, train_under_noise
-from veil.privacy import _mechanisms as mech
-from veil.privacy._leakage import gaussian_distance, two_input_bound
-from veil.solutions.face_privacy import _mechanisms as fm
-from veil.solutions.face_privacy import _metrics, _model, _synth, _task
-from veil.solutions.face_privacy._fddb import load_image, read_fddb
+from veil.privacy import mechanisms as mech
+from veil.privacy.leakage import gaussian_distance, two_input_bound
+from veil.solutions import face_privacy as fp
+from veil.solutions.face_privacy import load_image, read_fddb
+from veil.solutions.face_privacy import mechanisms as fm
 
 T0 = time.perf_counter()
 DEEP_SPLIT = "inception.1"
@@ -75,7 +75,7 @@ def cache(head: nn.Module, root: Path, file: Path, batch: int = 8) -> dict:
     for i in range(0, len(ims), batch):
         chunk = ims[i:i + batch]
         arrays = [load_image(im) for _, im in chunk]
-        x = torch.stack([_model.to_input(a) for a in arrays])
+        x = torch.stack([fp.to_input(a) for a in arrays])
         acts.append(head(x).half())
         for (k, im), a in zip(chunk, arrays, strict=True):
             h, w = a.shape[:2]
@@ -144,7 +144,7 @@ def pca_init(model: SplitModel, acts: torch.Tensor, channels: int) -> float:
 def build(name: str, channels: int) -> tuple[SplitModel, nn.Module, nn.Module, dict]:
     """(the whole mechanism SplitModel, the trusted part after the RDCL head, the untrusted
     tail, its configuration); modules are shared with the SplitModel."""
-    base = _model.load_model()
+    base = fp.load_model()
     if name == "noise":
         return base, nn.Sequential(), base.tail, {"split": "head"}
     if name == "bottleneck":
@@ -180,7 +180,7 @@ def train_adversarial(args, model: SplitModel, data: dict, pairs: torch.Tensor) 
             n = len(z)
             r = torch.rand(n, 1, 1, 1, generator=gen) * args.noise
             r = torch.where(torch.rand(n, 1, 1, 1, generator=gen) < args.noisy_share, r, 0.0)
-            det = _task.task_loss(tail(z + r * s * torch.randn(z.shape, generator=gen)), y)
+            det = fp.task_loss(tail(z + r * s * torch.randn(z.shape, generator=gen)), y)
             idx = torch.as_tensor(pick.choice(pairs.shape[1], args.batch, replace=False))
             d = (trusted(pairs[0, idx].float()) - trusted(pairs[1, idx].float())) / s
             pen = torch.log1p(d.pow(2).flatten(1).sum(1)).mean()
@@ -216,7 +216,7 @@ def train(args, model: SplitModel, pre: nn.Module, tail: nn.Module, data: dict) 
         trainee = SplitModel(nn.Sequential(), tail)
         batches, freeze = Batches(data, args.batch, args.seed, pre=pre), True
     losses = train_under_noise(
-        trainee, batches, _task.task_loss, epochs=args.epochs, noise_max=args.noise,
+        trainee, batches, fp.task_loss, epochs=args.epochs, noise_max=args.noise,
         noisy_share=args.noisy_share, distribution="gaussian", freeze_head=freeze, lr=args.lr,
         weight_decay=5e-4, pct_start=0.15, max_grad_norm=10.0, seed=args.seed, log=say)
     model.eval()
@@ -232,14 +232,14 @@ def mean_ap(pre: nn.Module, tail: nn.Module, data: dict, transform, batch: int =
         if transform is not None:
             a = transform(a)
         loc, conf = tail(a)
-        dets += _model.postprocess(loc, conf, [tuple(s) for s in data["sizes"][i:i + batch]
+        dets += fp.postprocess(loc, conf, [tuple(s) for s in data["sizes"][i:i + batch]
                                                .tolist()])
-    truths = [[_synth.Ellipse(*e) for e in es] for es in data["ellipses"]]
+    truths = [[fp.Ellipse(*e) for e in es] for es in data["ellipses"]]
     aps = []
     for k in sorted(set(data["folds"].tolist())):
         idx = [i for i, f in enumerate(data["folds"].tolist()) if f == k]
         if sum(len(truths[i]) for i in idx):
-            aps.append(_metrics.average_precision([dets[i] for i in idx],
+            aps.append(fp.average_precision([dets[i] for i in idx],
                                                   [truths[i] for i in idx]))
     return statistics.fmean(aps)
 
@@ -253,9 +253,9 @@ def swaps(head: nn.Module, pairs: int, file: Path, population: int = 0,
         return torch.load(file, weights_only=True)
     out = []
     for k in range(pairs):
-        ims = [_synth.render_identity(_synth.identity(2 * k + j, population), scenes + k)[0]
+        ims = [fp.render_identity(fp.identity(2 * k + j, population), scenes + k)[0]
                for j in (0, 1)]
-        out.append(head(torch.stack([_model.to_input(im) for im in ims])))
+        out.append(head(torch.stack([fp.to_input(im) for im in ims])))
         if k % 40 == 0:
             say(f"identity swaps: {k + 1}/{pairs} scenes")
     acts = torch.stack(out, 1)
@@ -279,7 +279,7 @@ def measure(args, pre: nn.Module, tail: nn.Module, base_head: nn.Module) -> list
         transform, bound, dist = None, float("nan"), float("nan")
         if alpha:
             obf = Obfuscator(alpha, "gaussian", epochs=args.fit_epochs, random_state=0)
-            obf.fit(SplitModel(pre, tail), Batches(fit, 8, 0, shuffle=False), _task.task_loss)
+            obf.fit(SplitModel(pre, tail), Batches(fit, 8, 0, shuffle=False), fp.task_loss)
             transform = obf.transform
             bound = float(two_input_bound(delta, obf.noise_scale_).median())
             dist = float(gaussian_distance(delta, obf.noise_scale_).median())
@@ -322,11 +322,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     out = args.out or fm.weights_path(args.mechanism)
     model, pre, tail, config = build(args.mechanism, args.channels)
-    base_head = _model.load_model().head
+    base_head = fp.load_model().head
     if args.mechanism != "noise" and not args.no_train:
         root = args.work / "train"
         if not root.exists():
-            _synth.generate(root, seed=1000, images_per_fold=args.images // 10,
+            fp.generate(root, seed=1000, images_per_fold=args.images // 10,
                             fit_per_fold=0, attack_per_fold=0)
         data = cache(base_head, root, args.work / "cache_train.pt")
         n = min(args.images, len(data["acts"]))

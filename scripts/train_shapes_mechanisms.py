@@ -42,9 +42,9 @@ from pathlib import Path
 import torch
 from torch.nn.functional import cross_entropy
 
-from veil.privacy import _mechanisms as mech
+from veil.privacy import mechanisms as mech
 from veil.privacy import shapes_cnn, shapes_images, split_at, train_under_noise
-from veil.privacy._shapes import SHAPES_WEIGHTS, load_model, task_loss
+from veil.privacy.shapes import SHAPES_WEIGHTS, load_model, task_loss
 
 WEIGHTS = Path(SHAPES_WEIGHTS).parent
 OUT = {m: WEIGHTS / f"shapes_{m}.pt" for m in ("bottleneck", "adversarial", "deep")}
@@ -135,8 +135,8 @@ def train_deep(args, x, y, val):
 
 
 def train_adversarial_mechanism(args, x, y, labels, val):
-    from veil.privacy._adversarial import AdversarialConfig, train_adversarial
-    from veil.privacy._shapes import moved_pairs
+    from veil.privacy.mechanisms import AdversarialConfig, train_adversarial
+    from veil.privacy.shapes import moved_pairs
 
     model = mech.load(network, args.init, name=NAME, mechanism="bottleneck")
     config = dict(model_config(args.init))
@@ -180,9 +180,9 @@ def heads(model):
 
 
 def measure(args) -> None:
-    from veil.privacy._leakage import Units, train_probe, two_input_bound
-    from veil.privacy._obfuscator import Obfuscator
-    from veil.privacy._shapes import moved_pairs, probe_images, read_split
+    from veil.privacy import Obfuscator
+    from veil.privacy.leakage import Units, train_probe, two_input_bound
+    from veil.privacy.shapes import moved_pairs, probe_images, read_split
 
     xf, yf = read_split(args.data, "train")
     xf, yf = xf[:args.fit_images], yf[:args.fit_images]
@@ -271,7 +271,7 @@ def main() -> None:
     args.epochs = args.epochs or (2 if adversarial else 6)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    from veil.privacy._shapes import probe_images
+    from veil.privacy.shapes import probe_images
 
     xs, labels = probe_images(args.images, args.seed)
     x, y = as_tensor(xs), torch.as_tensor(labels["class"])

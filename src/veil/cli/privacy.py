@@ -321,7 +321,7 @@ def leakage(
     """Identity-level leakage of one obfuscator: the ladder, face crops, attributes, identity,
     the two-input bound, with every attacker retrained from scratch."""
     p = _privacy()
-    from veil.privacy import _report
+    from veil.privacy import leakage as _report
 
     t = p.get_task(task)
     obf = None
@@ -337,6 +337,6 @@ def leakage(
                             draws=draws, refit=refit, device=device, progress=progress,
                             log=_log)
     if as_json:
-        return print_json(_report._plain(r) | {"json_path": str(r.json_path)})
+        return print_json(_report.as_dict(r) | {"json_path": str(r.json_path)})
     _report.describe(r, lambda line: console.print(line, markup=False, highlight=False))
     console.print(f"Wrote {r.json_path}", markup=False)

@@ -22,7 +22,14 @@ from veil.privacy._measure import (
 from veil.privacy._obfuscator import IncompatibleObfuscator, Obfuscator, check_alpha
 from veil.privacy._shapes import SHAPES_SPLIT_LAYER, SHAPES_WEIGHTS, shapes_cnn, shapes_images
 from veil.privacy._split import SplitModel, fingerprint, split_at
-from veil.privacy._tasks import PrivacyTask, add_provider, get_task, list_tasks, register_task
+from veil.privacy._tasks import (
+    PrivacyTask,
+    Probes,
+    add_provider,
+    get_task,
+    list_tasks,
+    register_task,
+)
 from veil.privacy._train import train_under_noise
 from veil.privacy._util import check_device
 
@@ -36,6 +43,7 @@ __all__ = [
     "IncompatibleObfuscator",
     "Obfuscator",
     "PrivacyTask",
+    "Probes",
     "SplitModel",
     "add_provider",
     "attack",

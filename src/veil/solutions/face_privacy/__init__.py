@@ -10,7 +10,9 @@ from importlib import import_module
 _LAZY = {
     "Ellipse": "_fddb", "FddbDataset": "_fddb", "FddbImage": "_fddb", "Fold": "_fddb",
     "load_image": "_fddb", "read_fddb": "_fddb", "read_fold": "_fddb",
-    "generate": "_synth", "render": "_synth",
+    "generate": "_synth", "render": "_synth", "identity": "_synth", "render_identity": "_synth",
+    "Identity": "_synth", "FACE_ATTRIBUTES": "_synth",
+    "load_mechanism": "_mechanisms",
     "load_model": "_model", "detect": "_model", "to_input": "_model", "INPUT": "_model",
     "postprocess": "_model", "WEIGHTS": "_model",
     "evaluate": "_evaluate", "log_lines": "_evaluate", "extra_lines": "_evaluate",

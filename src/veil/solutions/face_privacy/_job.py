@@ -75,7 +75,7 @@ def check(cfg: EvaluateConfig, ctx: JobContext) -> None:
 
     check_fields(cfg)
     from veil.privacy import get_task
-    from veil.privacy._mechanisms import check_mechanism
+    from veil.privacy.mechanisms import check_mechanism
 
     check_mechanism(cfg.mechanism, {m: 1 for m in get_task("faces").mechanisms})
     if ctx.data is None:

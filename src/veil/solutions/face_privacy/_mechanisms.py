@@ -27,7 +27,7 @@ from torch import nn
 
 from veil.errors import InvalidArgument
 from veil.privacy import SplitModel
-from veil.privacy import _mechanisms as mech
+from veil.privacy import mechanisms as mech
 from veil.solutions.face_privacy import _faceboxes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"

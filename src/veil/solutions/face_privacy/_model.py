@@ -33,7 +33,7 @@ def load_model(device: str | torch.device = "cpu", weights: str | Path | None = 
     from veil.train import load_weights
 
     if mechanism != "noise":
-        from veil.privacy._mechanisms import check_mechanism
+        from veil.privacy.mechanisms import check_mechanism
         from veil.solutions.face_privacy._mechanisms import load_mechanism
 
         check_mechanism(mechanism, MECHANISM_WEIGHTS)

@@ -23,8 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from veil.errors import InvalidArgument
-from veil.privacy import PrivacyTask, register_task
-from veil.privacy._tasks import Probes
+from veil.privacy import PrivacyTask, Probes, register_task
 from veil.progress import Progress
 from veil.solutions.face_privacy import _evaluate, _faceboxes, _model, _synth
 from veil.solutions.face_privacy._fddb import FddbImage, load_image, read_fddb
@@ -128,6 +127,14 @@ def generate(path, *, seed: int = 0, sizes: dict[str, int] | None = None,
 
 
 # ---------------------------------------------------------------------- leakage probes
+def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or \
+            (hi is not None and value > hi):
+        bound = f"{lo} to {hi}" if hi is not None else f">= {lo}"
+        raise InvalidArgument(f"{name} must be a whole number {bound}, not {value!r}")
+    return value
+
+
 IDENTITIES = 10  # N-way identification
 PROBE_BATCH = 4  # 1024 x 1024 inputs
 
@@ -181,8 +188,6 @@ def probe_units(kind: str, n: int, seed: int):
     """Generated scenes labelled per face: kind "attributes" (`n` images of the generator's
     usual scenes, skin tone, hair colour and occlusion) or "identity" (`n` scenes of each of
     IDENTITIES persistent identities, one face each)."""
-    from veil.privacy._util import check_int
-
     check_int("the probe size", n, 1, 100_000)
     check_int("the probe seed", seed, 0)
     if kind == "attributes":
@@ -208,8 +213,6 @@ def probe_units(kind: str, n: int, seed: int):
 
 def probe_pairs(n: int, seed: int):
     """`n` same-scene identity swaps: one scene drawn twice, with two different identities."""
-    from veil.privacy._util import check_int
-
     check_int("the number of pairs", n, 1, 100_000)
     check_int("the probe seed", seed, 0)
     people = [_synth.identity(i) for i in range(IDENTITIES)]
