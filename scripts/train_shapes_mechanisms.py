@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.functional import cross_entropy
+from train_shapes import Batches  # scripts/ is on sys.path when a script runs
 
 from veil.privacy import mechanisms as mech
 from veil.privacy import shapes_cnn, shapes_images, split_at, train_under_noise
@@ -59,23 +59,6 @@ def as_tensor(xs) -> torch.Tensor:
     return torch.from_numpy(xs).permute(0, 3, 1, 2).float().div_(255)
 
 
-class Batches:
-    """Shuffled batches, a random half of them mirrored; a new order on every pass."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int = 128):
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.x), generator=self.gen)
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i:i + self.batch_size]
-            flip = torch.rand(len(idx), generator=self.gen) < 0.5
-            yield torch.where(flip[:, None, None, None], self.x[idx].flip(3), self.x[idx]), \
-                self.y[idx]
 
 
 def accuracy(model, x: torch.Tensor, y: torch.Tensor, transform=None) -> float:

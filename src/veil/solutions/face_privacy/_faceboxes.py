@@ -95,15 +95,21 @@ class MSCL(nn.Module):
                                   for i, c in enumerate(chans))
 
     def forward(self, x):
-        maps = [self.inception(x)]
-        maps.append(self.conv3(maps[0]))
-        maps.append(self.conv4(maps[1]))
-        n = x.shape[0]
-        loc = torch.cat([h(m).permute(0, 2, 3, 1).reshape(n, -1, 4)
-                         for h, m in zip(self.loc, maps, strict=True)], 1)
-        conf = torch.cat([h(m).permute(0, 2, 3, 1).reshape(n, -1, 2)
-                          for h, m in zip(self.conf, maps, strict=True)], 1)
-        return loc, conf
+        return predict(self, self.inception(x))
+
+
+def predict(mscl: nn.Module, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSCL after its Inception blocks: `first` (the Inception output) and the maps conv3 and
+    conv4 make of it, each read by `mscl`'s box and score predictors."""
+    maps = [first]
+    maps.append(mscl.conv3(maps[0]))
+    maps.append(mscl.conv4(maps[1]))
+    n = first.shape[0]
+    loc = torch.cat([h(m).permute(0, 2, 3, 1).reshape(n, -1, 4)
+                     for h, m in zip(mscl.loc, maps, strict=True)], 1)
+    conf = torch.cat([h(m).permute(0, 2, 3, 1).reshape(n, -1, 2)
+                      for h, m in zip(mscl.conf, maps, strict=True)], 1)
+    return loc, conf
 
 
 def faceboxes() -> nn.Sequential:

@@ -44,15 +44,7 @@ class Pyramid(nn.Module):
         self.conv3, self.conv4, self.loc, self.conf = mscl.conv3, mscl.conv4, mscl.loc, mscl.conf
 
     def forward(self, x):
-        maps = [x]
-        maps.append(self.conv3(maps[0]))
-        maps.append(self.conv4(maps[1]))
-        n = x.shape[0]
-        loc = torch.cat([h(m).permute(0, 2, 3, 1).reshape(n, -1, 4)
-                         for h, m in zip(self.loc, maps, strict=True)], 1)
-        conf = torch.cat([h(m).permute(0, 2, 3, 1).reshape(n, -1, 2)
-                          for h, m in zip(self.conf, maps, strict=True)], 1)
-        return loc, conf
+        return _faceboxes.predict(self, x)
 
 
 def layered(head: nn.Module, mscl: _faceboxes.MSCL) -> nn.Sequential:
