@@ -105,6 +105,7 @@ def test_bad_input_ends_in_one_line(fddb, tmp_path, copy_home, capsys, args, cod
             home=copy_home)
 
 
+@pytest.mark.slow  # 29 s; the README test fits and scores a noisy faces model too
 def test_noisy_evaluation_fits_on_the_fit_set_and_costs_accuracy(fddb, tmp_path):
     p = veil("evaluate", "--dataset", str(fddb), "--noisy", "--alpha", "0.9", "--workdir",
              str(tmp_path / "wd"), "--json")
