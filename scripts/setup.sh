@@ -21,4 +21,4 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,torch,serve,track]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,torch,serve,track,dask]'
