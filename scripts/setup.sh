@@ -22,3 +22,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,torch,serve,track,dask]'
+# The Dask Kubernetes operator's CRDs (DaskJob, DaskCluster), to check the manifests veil writes
+# against them offline: its wheel, not installed (veil never runs the operator).
+DASK_K8S=dask_kubernetes-2026.3.0-py3-none-any.whl
+if [ ! -f ".venv/share/veil/$DASK_K8S" ]; then
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps \
+    -d .venv/share/veil dask-kubernetes==2026.3.0
+fi

@@ -7,12 +7,14 @@ Kubernetes API. Depends on nothing else in veil but its errors; PyYAML is a core
 """
 
 from veil.k8s._objects import (
+    DASK_OPERATOR_API,
     QUEUE_LABEL,
     SCHEDULER,
     Target,
     check_folder,
     check_name,
     container,
+    daskjob,
     env,
     job,
     pod,
@@ -27,12 +29,14 @@ from veil.k8s._objects import (
 )
 
 __all__ = [
+    "DASK_OPERATOR_API",
     "QUEUE_LABEL",
     "SCHEDULER",
     "Target",
     "check_folder",
     "check_name",
     "container",
+    "daskjob",
     "env",
     "job",
     "pod",

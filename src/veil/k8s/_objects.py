@@ -1,5 +1,5 @@
-"""The Kubernetes objects veil writes: Job, PyTorchJob, Pod, VolumeSnapshot, the restore PVC and
-KAI-Scheduler Queues, with the container, volume and GPU pieces they share."""
+"""The Kubernetes objects veil writes: Job, PyTorchJob, DaskJob, Pod, VolumeSnapshot, the restore
+PVC and KAI-Scheduler Queues, with the container, volume and GPU pieces they share."""
 
 from __future__ import annotations
 
@@ -137,6 +137,70 @@ def pytorchjob(name: str, namespace: str, template: dict, processes: int, *,
         meta["labels"] = {QUEUE_LABEL: project}
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta,
             "spec": {"pytorchReplicaSpecs": specs}}
+
+
+DASK_OPERATOR_API = "kubernetes.dask.org/v1"
+DASK_SCHEDULER_PORT, DASK_DASHBOARD_PORT = 8786, 8787  # the Dask scheduler's own defaults
+
+
+def daskjob(name: str, namespace: str, job_container: dict, *, image: str, workers: int,
+            worker_threads: int = 1, worker_memory: str | None = None,
+            volumes: Sequence[dict] = (), mounts: Mapping[str, str] | None = None,
+            gpus: int = 0, project: str | None = None) -> dict:
+    """A DaskJob of the Dask Kubernetes operator: `job_container` runs once its DaskCluster (a
+    scheduler with its Service, and `workers` worker pods) is up; the operator gives it
+    DASK_SCHEDULER_ADDRESS and deletes the cluster when the job ends. `volumes` are mounted
+    (`mounts`: volume name -> path) in the job and every worker, which read the data
+    themselves. With `project`, every pod is scheduled by KAI into that project's queue."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidArgument(f"--workers must be a whole number >= 1, not {workers!r}")
+    if isinstance(worker_threads, bool) or not isinstance(worker_threads, int) or \
+            worker_threads < 1:
+        raise InvalidArgument(f"worker threads must be a whole number >= 1, not "
+                              f"{worker_threads!r}")
+    name = check_name(name, "Dask job")
+    namespace = check_name(namespace, "namespace")
+    cluster = f"{name}-cluster"  # the operator names the job's DaskCluster so
+    if len(cluster) > 63:
+        raise InvalidArgument(f"the Dask job's name {name!r} is too long: its cluster "
+                              f"{cluster!r} must be at most 63 characters")
+
+    def pod(containers: list[dict], restart: str) -> dict:
+        import copy
+
+        t = copy.deepcopy(pod_template(containers, volumes, project=project,
+                                       restart_policy=restart))  # no YAML anchors
+        return t if "metadata" in t else {"spec": t["spec"]}
+
+    worker_args = ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads",
+                   str(worker_threads), "--dashboard", "--dashboard-address", "8788"]
+    if worker_memory is not None:
+        worker_args += ["--memory-limit", worker_memory]
+    worker = container("worker", image, worker_args, mounts=mounts, gpus=gpus, ports=[8788])
+    scheduler = container("scheduler", image, ["dask", "scheduler"],
+                          ports=[DASK_SCHEDULER_PORT, DASK_DASHBOARD_PORT])
+    scheduler["ports"] = [{"name": "tcp-comm", "containerPort": DASK_SCHEDULER_PORT,
+                           "protocol": "TCP"},
+                          {"name": "http-dashboard", "containerPort": DASK_DASHBOARD_PORT,
+                           "protocol": "TCP"}]
+    for probe, delay, period in (("readinessProbe", 5, 10), ("livenessProbe", 15, 20)):
+        scheduler[probe] = {"httpGet": {"port": "http-dashboard", "path": "/health"},
+                            "initialDelaySeconds": delay, "periodSeconds": period}
+    service = {"type": "ClusterIP",
+               "selector": {"dask.org/cluster-name": cluster,
+                            "dask.org/component": "scheduler"},
+               "ports": [{"name": "tcp-comm", "protocol": "TCP", "port": DASK_SCHEDULER_PORT,
+                          "targetPort": "tcp-comm"},
+                         {"name": "http-dashboard", "protocol": "TCP",
+                          "port": DASK_DASHBOARD_PORT, "targetPort": "http-dashboard"}]}
+    meta: dict = {"name": name, "namespace": namespace}
+    if project is not None:
+        meta["labels"] = {QUEUE_LABEL: project}
+    return {"apiVersion": DASK_OPERATOR_API, "kind": "DaskJob", "metadata": meta,
+            "spec": {"job": pod([dict(job_container, name="job")], "Never"),
+                     "cluster": {"spec": {
+                         "worker": {"replicas": workers, **pod([worker], "Always")},
+                         "scheduler": {**pod([scheduler], "Always"), "service": service}}}}}
 
 
 def pod(name: str, namespace: str, container_spec: dict, *, project: str, gpus: float,
