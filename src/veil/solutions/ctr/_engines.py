@@ -267,7 +267,7 @@ def _wait(client, futures: Sequence, progress: Progress | None = None) -> None:
     same one-line error (BadLine "FILE:LINE: ...") rather than a distributed traceback."""
     from distributed import as_completed
 
-    for f in as_completed(list(futures)):
+    for f in as_completed(list(futures), loop=client.loop):
         if f.status == "error":
             _raise(f.exception(), f)
         if progress is not None:
@@ -588,8 +588,9 @@ def _dask_lightgbm(client, cfg: TrainConfig, train_path: Path, test_path: Path, 
         fit_kw["categorical_feature"] = list(range(_criteo.N_INT, n_features))
     progress.start(1, f"fitting {cfg.trees} boosting rounds on {len(keep)} workers")
     try:
-        dask_model = lightgbm.DaskLGBMClassifier(client=client, **params)
-        dask_model.fit(X, Y, **fit_kw)
+        with client.as_current():  # LightGBM waits on the default client
+            dask_model = lightgbm.DaskLGBMClassifier(client=client, **params)
+            dask_model.fit(X, Y, **fit_kw)
     except VeilError as e:
         raise e.with_traceback(None) from None
     model = dask_model.to_local()
