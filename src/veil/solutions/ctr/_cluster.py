@@ -11,7 +11,7 @@ import resource
 import sys
 from collections.abc import Iterator
 
-from veil.errors import InvalidArgument
+from veil.errors import BackendError, InvalidArgument
 
 CONNECT_TIMEOUT_S = 8
 """How long to wait for an existing scheduler before giving up."""
@@ -60,10 +60,14 @@ def cluster(scheduler: str | None = None, *, workers: int = 2, threads_per_worke
             local = stack.enter_context(LocalCluster(
                 n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                 memory_limit="auto" if memory_limit is None else memory_limit,
-                dashboard_address=":0", silence_logs=logging.ERROR))
+                # a failed task (a bad line) is raised here in one line: the workers need not
+                # log it again with its traceback
+                dashboard_address=":0", silence_logs=logging.CRITICAL))
             client = stack.enter_context(Client(local, set_as_default=False))
             where = f"a local Dask cluster ({local.scheduler_address})"
-        n = len(client.scheduler_info(n_workers=-1)["workers"])
+        n = len(client.nthreads())
+        if n == 0:
+            raise BackendError(f"{where} has no workers")
         say(f"Using {where} with {n} worker{'s' if n != 1 else ''}")
         link = dashboard(client)
         if link:
@@ -101,8 +105,10 @@ def task_stream(link: str) -> str:
 
 
 def workers_of(client) -> list[str]:
-    """Addresses of the cluster's workers, sorted (a stable order for partitions)."""
-    return sorted(client.scheduler_info(n_workers=-1)["workers"])
+    """Addresses of the cluster's workers, sorted (a stable order for partitions). (Asked of
+    the scheduler directly: `scheduler_info()` races with the client's periodic refresh,
+    which carries no workers.)"""
+    return sorted(client.nthreads())
 
 
 def _own_peak_rss() -> int:
