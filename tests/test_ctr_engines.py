@@ -275,3 +275,18 @@ def test_bad_options_and_missing_files_fail_in_one_line(data, tmp_path, change, 
     with pytest.raises(error, match=match) as e:
         train(cfg)
     assert "\n" not in str(e.value)
+
+
+def test_a_gzip_day_is_one_partition_on_one_worker(data, tmp_path, dask_cluster):
+    import gzip
+
+    address, _ = dask_cluster
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    with gzip.open(folder / "day_15.gz", "wb", compresslevel=1) as f:
+        f.write((data / "day_15").read_bytes())
+    shutil.copy(data / "day_15_test", folder)
+    res = train(config(folder, tmp_path, "dask-rf", scheduler=address, train_file="day_15.gz",
+                       rows=8_000, trees=4))
+    assert res.rows == 8_000 and res.workers == 1 and res.trees == 4
+    assert res.metrics["auc"] > 0.6
