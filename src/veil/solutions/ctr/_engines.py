@@ -201,11 +201,13 @@ class _Part:
 
 
 def _read_part(path: str, start: int, end: int | None, limit: int | None, on_bad_lines: str,
-               cats: bool) -> _Part:
-    """Runs on a worker: the rows starting in [start, end) of `path`."""
+               cats: bool, fill: bool) -> _Part:
+    """Runs on a worker: the rows starting in [start, end) of `path`; with `fill`, missing
+    counts become 0 in place (the seed's fillna(0), without a second copy)."""
     b = _criteo.read(path, start=start, end=end, limit=limit, on_bad_lines=on_bad_lines,
                      cats=cats)
-    return _Part(b.ints, b.label, b.cats if cats else None, b.skipped)
+    ints = np.nan_to_num(b.ints, nan=0.0, copy=False) if fill else b.ints
+    return _Part(ints, b.label, b.cats if cats else None, b.skipped)
 
 
 def _part_meta(part: _Part) -> tuple[int, int, int]:
@@ -246,13 +248,14 @@ def _ranges(client, path: Path, parts: int, rows: int) -> list[tuple[int, int | 
 
 
 def _load(client, path: Path, addrs: Sequence[str], rows: int, cfg: TrainConfig, cats: bool,
-          progress: Progress, what: str) -> tuple[list, list[str], list[tuple[int, int, int]]]:
+          progress: Progress, what: str,
+          fill: bool = False) -> tuple[list, list[str], list[tuple[int, int, int]]]:
     """Read `path` into the workers' memory, one byte range per worker in `addrs`: the
     partitions' futures, the worker holding each, and each one's (rows, clicks, skipped)."""
     ranges = _ranges(client, path, len(addrs), rows)
     progress.start(len(ranges), f"reading {what} on {len(ranges)} worker"
                    f"{'s' if len(ranges) != 1 else ''}")
-    futures = [client.submit(_read_part, str(path), s, e, lim, cfg.on_bad_lines, cats,
+    futures = [client.submit(_read_part, str(path), s, e, lim, cfg.on_bad_lines, cats, fill,
                              workers=[a], allow_other_workers=False, pure=False,
                              key=f"read_partition-{path.name}-{i}-{os.urandom(4).hex()}")
                for i, ((s, e, lim), a) in enumerate(zip(ranges, addrs, strict=False))]
@@ -324,7 +327,7 @@ def _predict_on_workers(client, model, test_path: Path, cfg: TrainConfig, progre
     addrs = workers_of(client)
     parts, holders, metas = _load(client, test_path, addrs, 0, cfg,
                                   features is not None and cfg.categorical != "none",
-                                  progress, test_path.name)
+                                  progress, test_path.name, fill=features is None)
     [shared] = client.scatter([model], broadcast=True, hash=False)
     preds = [client.submit(_predict_part, shared, p, features, *extra, workers=[a],
                            pure=False, key=f"predict-{i}-{os.urandom(4).hex()}")
@@ -339,7 +342,7 @@ def _predict_part(model, part: _Part, features: Callable | None, *extra) -> tupl
     """Runs on a worker: (labels, click probabilities) of a test partition."""
     if len(part) == 0:
         return part.label, np.zeros(0)
-    X = features(part, *extra) if features else np.nan_to_num(part.ints, nan=0.0)
+    X = features(part, *extra) if features else part.ints
     return part.label, _p_click(model, X)
 
 
@@ -347,11 +350,14 @@ def _predict_part(model, part: _Part, features: Callable | None, *extra) -> tupl
 
 def _fit_forest(parts: list[_Part], trees: int, max_depth: int, seed: int):
     """Runs on a worker: a scikit-learn forest of `trees` trees on this worker's partitions
-    (missing counts as 0, as the seed), with the worker's threads."""
+    (read with missing counts as 0, as the seed), with the worker's threads."""
     from sklearn.ensemble import RandomForestClassifier
 
-    X = np.concatenate([np.nan_to_num(p.ints, nan=0.0) for p in parts])
-    y = np.concatenate([p.label for p in parts])
+    if len(parts) == 1:  # no copy
+        X, y = parts[0].ints, parts[0].label
+    else:
+        X = np.concatenate([p.ints for p in parts])
+        y = np.concatenate([p.label for p in parts])
     model = RandomForestClassifier(n_estimators=trees, max_depth=max_depth,
                                    n_jobs=_worker_threads(), random_state=seed)
     model.fit(X, y)
@@ -395,7 +401,7 @@ def _dask_rf(client, cfg: TrainConfig, train_path: Path, test_path: Path, say,
     _warm(client, "sklearn.ensemble")
     t0 = time.perf_counter()
     parts, holders, metas = _load(client, train_path, addrs, cfg.rows, cfg, False, progress,
-                                  train_path.name)
+                                  train_path.name, fill=True)
     load = time.perf_counter() - t0
     say(_rows_line(metas, load, len(parts)))
     _check_loaded(metas, train_path)
