@@ -100,10 +100,10 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 
 
 def _draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n rows of counts (int64, missing flags) and category ranks (-1 = missing)."""
+    """n rows of counts (int32, missing flags) and category ranks (int32, -1 = missing)."""
     f32 = np.float32
     activity = rng.standard_normal(n, dtype=f32)
-    ints = np.empty((n, 13), dtype=np.int64)
+    ints = np.empty((n, 13), dtype=np.int32)
     missing = np.empty((n, 13), dtype=bool)
     for j, (miss, mu, sigma, rho, zero) in enumerate(_INTS):
         eps = rng.standard_normal(n, dtype=f32)
@@ -118,13 +118,13 @@ def _draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.
     i2[neg < 0.047] = -3
     i2[neg < 0.045] = -2
     i2[neg < 0.04] = -1
-    ranks = np.empty((n, 26), dtype=np.int64)
+    ranks = np.empty((n, 26), dtype=np.int32)
     for j, (card, s, miss) in enumerate(_CATS):
         u = rng.random(n, dtype=f32)  # one uniform: missing below miss, then the rank
         w = np.maximum(u - f32(miss), f32(0.0)) * f32(1 / (1 - miss))
         base = f32(1) - w * f32(1 - (card + 1.0) ** (1 - s))
         x = np.exp(np.log(base) * f32(1 / (1 - s)))  # truncated Pareto: Zipf-like ranks
-        r = np.minimum(x.astype(np.int64) - 1, card - 1)
+        r = np.minimum(x.astype(np.int32) - 1, card - 1)
         r[u < miss] = -1
         ranks[:, j] = r
     return ints, missing, ranks
@@ -161,6 +161,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _ints_only(model: _Model, f: np.ndarray) -> np.ndarray:
+    """The best click probability knowing only the counts: the true one averaged over the
+    categorical effects (drawn independently of the counts)."""
+    base = model.intercept + f
+    acc = np.zeros(len(f))
+    for g in model.g_sample:
+        acc += _sigmoid(base + g)
+    return acc / len(model.g_sample)
+
+
 def _model(seed: int, click_rate: float) -> _Model:
     rng = _rng(seed, 0)
     tables = []
@@ -180,62 +190,65 @@ def _model(seed: int, click_rate: float) -> _Model:
     return _Model((lo + hi) / 2, tables, mult, add, g_sample)
 
 
-def _digit_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ASCII of 0..9999 in 4 bytes as uint32 words: without leading zeros (0 -> nothing, for
-    the high half), with them (the low half after a non-zero high half), and without them but
-    "0" for 0 (the low half alone); the last entry of each is 4 padding bytes (missing)."""
-    text = np.array([f"{i:04d}".encode() for i in range(10_000)] + [b"\0\0\0\0"])
-    full = np.frombuffer(text.tobytes(), dtype=np.uint8).reshape(-1, 4).copy()
+def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
+    """ASCII of 0..9999 in 4 bytes read as uint32 words, 0 (padding) for leading zeros: the
+    high half of a count (0 -> nothing), and the low half: entries 0..9999 alone (0 -> "0"),
+    10000..19999 after a non-zero high half (with its zeros)."""
+    text = np.frombuffer("".join(f"{i:04d}" for i in range(10_000)).encode(), np.uint8)
+    full = text.reshape(-1, 4)
     stripped = full.copy()
-    for i in range(10_000):
-        lead = 4 - len(str(i))
-        stripped[i, :lead] = 0
+    for lead in range(1, 4):  # numbers below 10**(4 - lead) have `lead` leading zeros
+        stripped[:10 ** (4 - lead), :lead] = 0
     high = stripped.copy()
     high[0] = 0
-    return tuple(t.view(np.uint32).ravel() for t in (high, full, stripped))
+    low = np.concatenate([stripped, full])
+    return high.view(np.uint32).ravel(), low.view(np.uint32).ravel()
 
 
 def _hex_table() -> np.ndarray:
-    """ASCII hex of 0..65535 in 4 bytes as uint32 words; the last entry is padding (missing)."""
+    """ASCII hex of 0..65535 in 4 bytes read as uint32 words."""
     nib = np.arange(65_536)[:, None] >> np.array([12, 8, 4, 0]) & 15
-    table = np.zeros((65_537, 4), dtype=np.uint8)
-    table[:65_536] = _HEX[nib]
-    return table.view(np.uint32).ravel()
+    return np.ascontiguousarray(_HEX[nib]).view(np.uint32).ravel()
 
 
-_HIGH, _FULL, _LOW, _HEX4 = (*_digit_tables(), _hex_table())
+_HIGH, _LOW = _digit_tables()
+_HEX4 = _hex_table()
+_CATS_AT = 1 + 13 * _INT_SLOT
 
 
-def _format(label: np.ndarray, ints: np.ndarray, missing: np.ndarray, ranks: np.ndarray,
-            model: _Model) -> bytes:
-    """Lines of the chunk: a fixed-width byte matrix with 0 as padding (leading zeros, missing
-    values), built from 4-byte table look-ups, padding removed in one pass."""
-    n = len(label)
-    m = np.empty((n, _ROW_WIDTH), dtype=np.uint8)
-    m[:, 0] = _ZERO + label
-    # counts: [tab][sign][4 high digits][4 low digits]
-    ints_part = m[:, 1:1 + 13 * _INT_SLOT].reshape(n, 13, _INT_SLOT)
-    ints_part[:, :, 0] = _TAB
-    ints_part[:, :, 1] = np.where(ints < 0, _MINUS, 0)
-    a = np.abs(ints)
-    hi, lo = a // 10_000, a % 10_000
-    words = np.empty((n, 13, 2), dtype=np.uint32)
-    words[:, :, 0] = _HIGH[hi]
-    words[:, :, 1] = np.where(hi > 0, _FULL[lo], _LOW[lo])
-    words[missing] = 0
-    ints_part[:, :, 2:] = words.view(np.uint8).reshape(n, 13, 8)
-    # categories: [tab][8 lower-case hex digits of a per-column scramble of the rank]
-    value = ranks.astype(np.uint32) * model.mult + model.add  # wraps modulo 2**32
-    cw = np.empty((n, 26, 2), dtype=np.uint32)
-    cw[:, :, 0] = _HEX4[value >> 16]
-    cw[:, :, 1] = _HEX4[value & 0xFFFF]
-    cw[ranks < 0] = 0
-    cats_part = m[:, 1 + 13 * _INT_SLOT:-1].reshape(n, 26, 9)
-    cats_part[:, :, 0] = _TAB
-    cats_part[:, :, 1:] = cw.view(np.uint8).reshape(n, 26, 8)
-    m[:, -1] = _NL
-    flat = m.ravel()
-    return flat[flat != 0].tobytes()  # boolean indexing copies runs: much faster than compress
+class _Rows:
+    """A reusable fixed-width byte matrix for up to `capacity` lines, 0 as padding: label,
+    13 counts as [tab][sign][4 high digits][4 low digits], 26 categories as [tab][8 hex
+    digits], newline. Tabs and newlines are written once; the digits go in through unaligned
+    uint32 views, 4 bytes per table look-up."""
+
+    def __init__(self, capacity: int) -> None:
+        self.m = np.zeros((capacity, _ROW_WIDTH), dtype=np.uint8)
+        self.m[:, 1:_CATS_AT:_INT_SLOT] = _TAB
+        self.m[:, _CATS_AT:-1:9] = _TAB
+        self.m[:, -1] = _NL
+
+    def format(self, label: np.ndarray, ints: np.ndarray, missing: np.ndarray,
+               ranks: np.ndarray, model: _Model) -> bytes:
+        """The chunk's lines; padding (leading zeros, missing values) removed in one pass."""
+        n = len(label)
+        m = self.m[:n]
+        m[:, 0] = _ZERO + label
+        m[:, 2:_CATS_AT:_INT_SLOT] = ((ints < 0) & ~missing).view(np.uint8) * np.uint8(_MINUS)
+        a = np.abs(ints)
+        hi, lo = a // 10_000, a % 10_000
+        words = np.ndarray((n, 13, 2), np.uint32, m, 3, (_ROW_WIDTH, _INT_SLOT, 4))
+        words[:, :, 0] = _HIGH[hi]
+        lo += (hi > 0) * np.int32(10_000)
+        words[:, :, 1] = _LOW[lo]
+        words[missing] = 0
+        value = ranks.view(np.uint32) * model.mult + model.add  # wraps modulo 2**32
+        hexw = np.ndarray((n, 26, 2), np.uint32, m, _CATS_AT + 1, (_ROW_WIDTH, 9, 4))
+        hexw[:, :, 0] = _HEX4[value >> 16]
+        hexw[:, :, 1] = _HEX4[value & 0xFFFF]
+        hexw[ranks < 0] = 0
+        flat = m.ravel()
+        return flat[flat != 0].tobytes()  # boolean indexing copies runs: faster than compress
 
 
 def _labels(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
@@ -258,6 +271,7 @@ def _write(target: Path, rows: int, stream: int, seed: int, model: _Model, gz: b
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     clicks, ys, ps, pis = 0, [], [], []
     progress.start(rows, f"Writing {target.name}")
+    lines = _Rows(min(rows, CHUNK_ROWS))
     try:
         with open(tmp, "wb") as raw:
             out = (gzip_module.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
@@ -270,13 +284,12 @@ def _write(target: Path, rows: int, stream: int, seed: int, model: _Model, gz: b
                     f = _int_effects(ints, missing)
                     p = _sigmoid(model.intercept + f + _cat_effects(ranks, model.tables))
                     y = _labels(rng, p)
-                    out.write(_format(y, ints, missing, ranks, model))
+                    out.write(lines.format(y, ints, missing, ranks, model))
                     clicks += int(y.sum())
                     if keep:
                         ys.append(y)
                         ps.append(p)
-                        pis.append(_sigmoid(model.intercept + f[:, None]
-                                            + model.g_sample[None, :]).mean(axis=1))
+                        pis.append(_ints_only(model, f))
                     progress.advance(n)
             finally:
                 if gz:
