@@ -235,7 +235,9 @@ def _prefix_end(path: str, rows: int) -> int | None:
 
 def _ranges(client, path: Path, parts: int, rows: int) -> list[tuple[int, int | None, int | None]]:
     """(start, end, limit) of each partition of the first `rows` rows (0: all) of `path`."""
-    if str(path).endswith(".gz") or parts == 1:
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"  # gzip is found by its magic bytes, as the reader does
+    if gz or parts == 1:
         return [(0, None, rows or None)]
     if not rows:
         return [(s, e, None) for s, e in
