@@ -492,7 +492,8 @@ def _features(part: _Part, categorical: str, table=None, own=None) -> np.ndarray
     target: + each categorical column's smoothed click rate, (clicks + a * prior) /
     (impressions + a), from counts summed over ALL partitions (`table`); a training partition
     subtracts its own counts (`own`), so a row's encoding never saw its own label (out-of-fold
-    with the partitions as folds; the test file uses the whole table)."""
+    with the partitions as folds; the test file uses the whole table. A single partition, a
+    gzip day, is encoded in-sample, which flatters the training rows)."""
     if categorical == "none":
         return part.ints
     if categorical == "hashed":
