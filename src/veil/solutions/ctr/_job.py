@@ -31,13 +31,10 @@ def check(cfg: TrainConfig, ctx: JobContext) -> None:
         raise NotFound(f"{cfg.data} is not a folder (give the folder holding the Criteo day "
                        "files)")
     for name in (cfg.train_file, cfg.test_file):
-        path = Path(cfg.data) / name
-        if not path.is_file():
-            raise NotFound(f"{path} does not exist (the day files: veil solutions ctr "
-                           "generate writes day_15 and day_15_test)")
-        # the first rows parse, so a wrong file fails here and not after minutes of loading
-        next(read_blocks(path, limit=1_000, block_rows=1_000, cats=False,
-                         on_bad_lines=cfg.on_bad_lines))
+        # found (or NAME.gz), not empty, and its first rows parse: a wrong file fails here,
+        # not after minutes of loading
+        next(read_blocks(Path(cfg.data) / name, limit=1_000, block_rows=1_000, cats=False,
+                         on_bad_lines=cfg.on_bad_lines), None)
     if cfg.scheduler:
         reachable(cfg.scheduler)
 
