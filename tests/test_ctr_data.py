@@ -330,3 +330,23 @@ def test_many_bad_lines_in_many_blocks_are_all_counted(data: Path, tmp_path: Pat
     block = _criteo.read(path, on_bad_lines="skip", block_rows=256)
     assert (len(block), block.skipped) == (ROWS - 30, 30)
     shutil.rmtree(tmp_path)
+
+
+def test_skipping_mixed_bad_lines_in_big_blocks_keeps_exactly_the_good_rows(
+        data: Path, tmp_path: Path) -> None:
+    lines = (data / "day_15").read_bytes().split(b"\n")[:ROWS]
+    good = np.ones(ROWS, dtype=bool)
+    breakers = [lambda f: f[:39], _field(0, b"2"), _field(3, b"12a"), _field(20, b"68fd1e6"),
+                _field(5, b"1\r2"), _field(30, b"-1234567")]
+    for n, i in enumerate(range(7, ROWS, 97)):
+        lines[i] = b"\t".join(breakers[n % len(breakers)](lines[i].split(b"\t")))
+        good[i] = False
+    path = tmp_path / "day_15"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    block = _criteo.read(path, on_bad_lines="skip", block_rows=ROWS)
+    whole = _criteo.read(data / "day_15")
+    assert (len(block), block.skipped) == (good.sum(), (~good).sum())
+    assert np.array_equal(block.cats, whole.cats[good])
+    assert np.array_equal(block.ints, whole.ints[good], equal_nan=True)
+    with pytest.raises(BadLine, match=r"^day_15:8: expected 40 tab-separated fields, found 39$"):
+        _criteo.read(path)

@@ -157,7 +157,8 @@ def _blocks(p: Path, gz: bool, block_rows: int, skip: bool, cats: bool, start: i
                     return
                 block = _parse_fast(chunk, k, starts, cats)
                 if block is None:
-                    block = _parse_slow(chunk, cats, skip, p, first, lines_read)
+                    block = (_sift(chunk, starts, cats) if skip else
+                             _parse_slow(chunk, cats, skip, p, first, lines_read))
                 lines_read += k
                 done += len(block)
                 position = raw.tell()
@@ -368,6 +369,54 @@ def _parse_slow(chunk: bytes, cats: bool, skip: bool, p: Path, first: int,
         block.cats = np.array([[int(v, 16) if v else -1 for v in f[1 + N_INT:]] for f in good],
                               dtype=np.int64).reshape(n, N_CAT)
     return block
+
+
+_BAD_BYTE = np.ones(256, dtype=bool)
+_BAD_BYTE[np.frombuffer(_ALLOWED, np.uint8)] = False
+
+
+def _sift(chunk: bytes, starts: np.ndarray, cats: bool) -> Block:
+    """on_bad_lines="skip" for a block the fast path refused: drop the lines that vectorised
+    checks prove bad (field count, a byte no field may hold, the label, a stray "\\r"), parse
+    the rest on the fast path, and only if that still fails, line by line."""
+    raw = np.frombuffer(chunk, np.uint8)
+    k = len(starts)
+    line_of = np.zeros(len(raw), dtype=np.int32)  # the line index of every byte
+    line_of[starts[1:]] = 1
+    np.cumsum(line_of, out=line_of)
+    bad = np.bincount(line_of[raw == _TAB], minlength=k) != N_FIELDS - 1
+    bad[line_of[_BAD_BYTE[raw]]] = True
+    cr = np.flatnonzero(raw[:-1] == 13)
+    bad[line_of[cr[raw[cr + 1] != 10]]] = True
+    bad |= ((raw[starts] | 1) != _ONE) | (raw[starts + 1] != _TAB)
+    if bad.any():
+        ends = np.append(starts[1:], len(raw))
+        keep = np.flatnonzero(~bad)
+        lengths = (ends - starts)[keep]
+        chunk = b"".join(chunk[starts[i]:ends[i]] for i in keep.tolist())
+        starts = np.zeros(len(keep), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+    block = _bisect(chunk, starts, cats) if len(starts) else Block.empty(cats)
+    block.skipped += int(bad.sum())
+    return block
+
+
+def _bisect(chunk: bytes, starts: np.ndarray, cats: bool) -> Block:
+    """Skip mode: the fast path on halves of a refused block, down to pieces of 256 lines
+    that go line by line: a few bad lines cost a few parses, not a pure-Python block."""
+    block = _parse_fast(chunk, len(starts), starts, cats)
+    if block is not None:
+        return block
+    if len(starts) <= 256:
+        return _parse_slow(chunk, cats, True, Path(), 0, 0)
+    mid = len(starts) // 2
+    cut = int(starts[mid])
+    halves = [_bisect(chunk[:cut], starts[:mid], cats),
+              _bisect(chunk[cut:], starts[mid:] - cut, cats)]
+    return Block(np.concatenate([h.label for h in halves]),
+                 np.concatenate([h.ints for h in halves]),
+                 np.concatenate([h.cats for h in halves]) if cats else None,  # type: ignore[misc]
+                 sum(h.skipped for h in halves))
 
 
 def read(path: str | os.PathLike, **options: object) -> Block:
