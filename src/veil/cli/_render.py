@@ -19,9 +19,11 @@ from rich.progress import (
 from veil.jsonio import dumps
 from veil.progress import LineProgress
 
-# Piped output is not cut to 80 columns: names in tables stay whole for grep and scripts.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: names in tables stay whole for grep and scripts. No
+# emoji codes: "day_15:1234: ..." names a line, it is not :1234: (a keycap emoji).
+console = Console(highlight=False, emoji=False, soft_wrap=True,
+                  width=None if sys.stdout.isatty() else 400)
+err_console = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:
