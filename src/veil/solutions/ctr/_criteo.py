@@ -94,6 +94,12 @@ def _is_gzip(p: Path) -> bool:
         return f.read(2) == _GZIP_MAGIC
 
 
+def is_gzip(path: str | os.PathLike) -> bool:
+    """Whether the file (resolved as by `resolve`) is gzip-compressed: not splittable into
+    byte ranges. Told by the magic bytes, whatever the name."""
+    return _is_gzip(resolve(path))
+
+
 def _whole(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidArgument(f"{name} must be a whole number >= {minimum}, got {value!r}")
