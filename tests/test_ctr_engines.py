@@ -267,6 +267,7 @@ def test_a_bad_line_read_on_a_worker_reaches_the_caller_as_file_and_line(data, t
     ({"categorical": "target"}, InvalidArgument, "dask-lightgbm"),
     ({"data": "/nonexistent/criteo"}, NotFound, "/nonexistent/criteo"),
     ({"train_file": "day_3"}, NotFound, "day_3"),
+    ({"scheduler": "tcp://127.0.0.1:1"}, InvalidArgument, "cannot reach the Dask scheduler"),
 ])
 def test_bad_options_and_missing_files_fail_in_one_line(data, tmp_path, change, error, match):
     cfg = config(data, tmp_path, "dask-rf")
