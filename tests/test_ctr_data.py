@@ -350,3 +350,13 @@ def test_skipping_mixed_bad_lines_in_big_blocks_keeps_exactly_the_good_rows(
     assert np.array_equal(block.ints, whole.ints[good], equal_nan=True)
     with pytest.raises(BadLine, match=r"^day_15:8: expected 40 tab-separated fields, found 39$"):
         _criteo.read(path)
+
+
+def test_a_line_too_long_for_a_row_stops_the_read_without_holding_it(data: Path,
+                                                                      tmp_path: Path) -> None:
+    path = tmp_path / "day_15"
+    head = b"\n".join((data / "day_15").read_bytes().split(b"\n")[:100]) + b"\n"
+    path.write_bytes(head + b"\0" * (3 << 20))
+    for options in ({}, {"on_bad_lines": "skip"}, {"start": 10, "end": len(head) + 5}):
+        with pytest.raises(BadLine, match=r"^day_15:101: a line longer than 1 MiB"):
+            _criteo.read(path, **options)

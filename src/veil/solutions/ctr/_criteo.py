@@ -38,6 +38,8 @@ ON_BAD_LINES = ("error", "skip")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_BYTES = 8 << 20
+MAX_LINE_BYTES = 1 << 20  # a Criteo row is ~250 bytes: a longer line is not a row (and is
+                          # not read into memory whole)
 _INT_RE = re.compile(rb"-?[0-9]+")
 _HEX_RE = re.compile(rb"[0-9a-fA-F]{8}")
 _HEX_LUT = np.full(256, 255, dtype=np.uint8)
@@ -52,6 +54,11 @@ _ARROW_BLOCK = 1 << 21  # pyarrow's parse unit: small enough to stay in cache
 
 class BadLine(InvalidArgument):
     """A line that is not a Criteo row: "FILE:LINE: what is wrong"."""
+
+
+class _LineTooLong(Exception):
+    def __init__(self, lines_before: int) -> None:
+        self.lines_before = lines_before  # complete lines in the reader's buffer
 
 
 @dataclass
@@ -155,7 +162,13 @@ def _blocks(p: Path, gz: bool, block_rows: int, skip: bool, cats: bool, start: i
             shown = first
             while limit is None or done < limit:
                 want = block_rows if limit is None else min(block_rows, limit - done)
-                chunk, starts = reader.take(want)
+                try:
+                    chunk, starts = reader.take(want)
+                except _LineTooLong as e:
+                    number = (_lines_before(p, first) if first else 0) + lines_read \
+                        + e.lines_before + 1
+                    raise BadLine(f"{p.name}:{number}: a line longer than "
+                                  f"{MAX_LINE_BYTES >> 20} MiB: not a Criteo file?") from None
                 k = len(starts)
                 if k == 0:
                     if lines_read == 0 and first == 0:
@@ -184,6 +197,7 @@ class _Lines:
         self.stream, self.budget = stream, budget
         self.pieces: list[bytes] = []
         self.lines = 0
+        self.tail = 0  # bytes read since the last newline
         self.eof = False
 
     def _read(self) -> bytes:
@@ -194,7 +208,7 @@ class _Lines:
         data = self.stream.read(min(_READ_BYTES, self.budget))
         self.budget -= len(data)
         if self.budget <= 0 and data and not data.endswith(b"\n"):
-            data += self.stream.readline()  # finish the row that started before the end
+            data += self.stream.readline(MAX_LINE_BYTES + 1)  # finish the straddling row
         return data
 
     def take(self, want: int) -> tuple[bytes, np.ndarray]:
@@ -205,7 +219,11 @@ class _Lines:
                 self.eof = True
                 break
             self.pieces.append(data)
-            self.lines += data.count(b"\n")
+            newlines = data.count(b"\n")
+            self.lines += newlines
+            self.tail = (len(data) - data.rfind(b"\n") - 1) if newlines else self.tail + len(data)
+            if self.tail > MAX_LINE_BYTES:  # a binary file, or no Criteo file at all
+                raise _LineTooLong(self.lines)
         buf = b"".join(self.pieces)
         self.pieces = []
         if not buf:

@@ -333,9 +333,9 @@ def _check(sizes: dict | None, click_rate: float, day: int, seed: int) -> dict[s
     for key, value in (sizes or {}).items():
         if key not in DEFAULT_SIZES:
             raise InvalidArgument(f"unknown size {key!r}: expected rows, test_rows")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidArgument(f"{key} must be a whole number >= 1, got {value!r}")
-        merged[key] = value
+        merged[key] = int(value)
     if isinstance(click_rate, bool) or not isinstance(click_rate, (int, float)) \
             or not 0.001 <= click_rate <= 0.999:
         raise InvalidArgument(f"click_rate must be between 0.001 and 0.999, got {click_rate!r}")
