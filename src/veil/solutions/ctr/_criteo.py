@@ -13,6 +13,13 @@ found bad is read again line by line in Python, to name the first bad line ("day
 the absolute line number in the file, also inside a byte range) or to drop the bad lines and
 count them. A plain file splits into byte ranges (rows whose first byte lies in [start, end)) so
 that Dask partitions read disjoint rows that together are the whole file.
+
+Tolerated: a last line without its newline, "\\r\\n" line ends, upper-case hex digits.
+Refused (a bad line): an empty line, a field count other than 40, a label other than 0/1, a
+count that is not a plain integer (spaces, "0x1f", "1.0"), a category that is not 8 hex
+digits, a stray "\\r", and a line over 1 MiB (a binary file is not read into memory whole).
+On one core (pyarrow 20, 2M generated rows, CPU time): about 500k rows/s for label + counts,
+about 320k rows/s with the categories.
 """
 
 from __future__ import annotations

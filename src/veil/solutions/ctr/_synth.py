@@ -19,7 +19,9 @@ dropping the categoricals costs.
 Rows are generated and formatted in chunks (a byte matrix per chunk, padding removed in one
 numpy pass), so tens of millions of rows need no more memory than one chunk; every chunk has
 its own seed (seed, stream, chunk), so the same seed gives byte-identical files and the test
-file is a stream independent of the training file.
+file is a stream independent of the training file. Files are written under a temporary name
+and renamed when whole. On one core: about 400k rows/s plain (CPU time), about 190k rows/s
+with gzip (zlib level 1 is the bottleneck).
 """
 
 from __future__ import annotations
