@@ -33,11 +33,12 @@ rows into memory (the workers' for Dask); "fit" is building features and fitting
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -537,6 +538,21 @@ def _quiet_lightgbm() -> None:
     _LIB.LGBM_RegisterLogCallback(_LIB.callback)
 
 
+@contextlib.contextmanager
+def _quiet_lightgbm_here() -> Iterator[None]:
+    """`_quiet_lightgbm` in this process for the while of a fit, LightGBM's logger restored
+    after (the caller's other LightGBM uses keep their output)."""
+    import lightgbm
+    from lightgbm import basic
+
+    old = (basic._LOGGER, basic._INFO_METHOD_NAME, basic._WARNING_METHOD_NAME)
+    _quiet_lightgbm()
+    try:
+        yield
+    finally:
+        lightgbm.register_logger(*old)
+
+
 def _warm(client, *modules: str) -> None:
     """Import the engine's modules in every worker before the clocks start: a running cluster
     has them loaded, and a first import (a second or two) is no part of fitting."""
@@ -564,7 +580,6 @@ def _dask_lightgbm(client, cfg: TrainConfig, train_path: Path, test_path: Path, 
     keep = [i for i, m in enumerate(metas) if m[0] > 0]
 
     t0 = time.perf_counter()
-    _quiet_lightgbm()
     _wait(client, [client.submit(_quiet_lightgbm, workers=[a], pure=False) for a in addrs])
     table, stats = None, {}
     if cfg.categorical == "target":
@@ -597,7 +612,8 @@ def _dask_lightgbm(client, cfg: TrainConfig, train_path: Path, test_path: Path, 
         fit_kw["categorical_feature"] = list(range(_criteo.N_INT, n_features))
     progress.start(1, f"fitting {cfg.trees} boosting rounds on {len(keep)} workers")
     try:
-        with client.as_current():  # LightGBM waits on the default client
+        # LightGBM waits on the default client
+        with client.as_current(), _quiet_lightgbm_here():
             dask_model = lightgbm.DaskLGBMClassifier(client=client, **params)
             dask_model.fit(X, Y, **fit_kw)
     except VeilError as e:
