@@ -46,7 +46,7 @@ def cluster(scheduler: str | None = None, *, workers: int = 2, threads_per_worke
         raise InvalidArgument("a cluster needs at least one worker with one thread")
     with contextlib.ExitStack() as stack:
         if scheduler:
-            _probe(check_address(scheduler))
+            probe(check_address(scheduler))
             try:
                 client = Client(scheduler, timeout=CONNECT_TIMEOUT_S,
                                 set_as_default=False)
@@ -64,6 +64,7 @@ def cluster(scheduler: str | None = None, *, workers: int = 2, threads_per_worke
                 # log it again with its traceback
                 dashboard_address=":0", silence_logs=logging.CRITICAL))
             client = stack.enter_context(Client(local, set_as_default=False))
+            client.run(_stdout_to_stderr)
             where = f"a local Dask cluster ({local.scheduler_address})"
         n = len(client.nthreads())
         if n == 0:
@@ -75,7 +76,17 @@ def cluster(scheduler: str | None = None, *, workers: int = 2, threads_per_worke
         yield client
 
 
-def _probe(scheduler: str) -> None:
+def _stdout_to_stderr() -> None:
+    """In a local worker: what native libraries print (LightGBM's "[LightGBM] [Info]
+    Listening...") goes to stderr, not into the stdout of `veil ... --json`."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    os.dup2(2, 1)
+
+
+def probe(scheduler: str) -> None:
     """Fail fast (one line) when nothing listens at the scheduler's address: a refused
     connection is known at once, where distributed would retry until its timeout."""
     import socket

@@ -36,20 +36,9 @@ def check(cfg: TrainConfig, ctx: JobContext) -> None:
         next(read_blocks(Path(cfg.data) / name, limit=1_000, block_rows=1_000, cats=False,
                          on_bad_lines=cfg.on_bad_lines), None)
     if cfg.scheduler:
-        reachable(cfg.scheduler)
+        from veil.solutions.ctr._cluster import probe
 
-
-def reachable(address: str, timeout: float = 5.0) -> None:
-    """A one-line error unless something listens at the scheduler's address (before a run is
-    recorded; the engine then connects for real)."""
-    import socket
-
-    host, _, port = address.split("://", 1)[1].rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise InvalidArgument(f"cannot reach the Dask scheduler at {address}: "
-                              f"{e.strerror or e}") from None
+        probe(cfg.scheduler)
 
 
 def train(cfg: TrainConfig, ctx: JobContext) -> JobOutput:
