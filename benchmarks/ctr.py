@@ -67,10 +67,11 @@ DEFAULTS = {"rows": 1_000_000, "test_rows": 100_000,
             "scale": [50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000],
             "mem_sizes": [125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000,
                           8_000_000],
-            "mem_cap_mib": 1024, "mem_timeout": 300, "mem_trees": 3, "lgbm_rounds": 100}
+            "mem_cap_mib": 1024, "mem_timeout": 300, "mem_trees": 3, "lgbm_rounds": 100,
+            "repeats": 2}
 QUICK = {"rows": 20_000, "test_rows": 5_000, "scale": [5_000, 10_000, 20_000, 40_000],
          "mem_sizes": [20_000], "mem_cap_mib": 1024, "mem_timeout": 90, "mem_trees": 3,
-         "lgbm_rounds": 20}
+         "lgbm_rounds": 20, "repeats": 1}
 CONTENDERS = ("pandas-seed", "pandas-usecols", "veil-pandas-sklearn", "dask-rf")
 
 
@@ -190,18 +191,27 @@ def run_engine(data: Path, out: Path, engine: str, rows: int, *, n_jobs: int = 1
 def section_compare(args, data: Path, work: Path, scheduler: str) -> dict:
     say(f"\n[1] fit time on the first {args.rows:,} rows: {args.trees} trees of depth "
         f"{args.max_depth}, the label and 13 counts (float32, missing as 0)")
-    runs = {}
+    runs: dict = {}
     plan = [("pandas-sklearn n_jobs=1", "pandas-sklearn", 1, args.trees),
             ("pandas-sklearn n_jobs=2", "pandas-sklearn", 2, args.trees),
             ("dask-rf 2 workers", "dask-rf", 1, args.trees),
             ("dask-lightgbm 2 workers", "dask-lightgbm", 1, args.lgbm_rounds)]
-    for name, engine, n_jobs, trees in plan:
-        r = run_engine(data, work / "run", engine, args.rows, n_jobs=n_jobs, trees=trees,
-                       max_depth=args.max_depth, scheduler=scheduler, seed=args.seed)
-        runs[name] = r
-        s = r["seconds"]
-        say(f"  {name}: load {s['load']:.2f} s, fit {s['fit']:.2f} s, predict "
-            f"{s['predict']:.2f} s, AUC {r['auc']:.4f}")
+    # untimed warm-up: imports in this process and on the workers, the file in the page cache
+    for _name, engine, n_jobs, trees in plan:
+        run_engine(data, work / "run", engine, min(args.rows, args.scale[0]), n_jobs=n_jobs,
+                   trees=trees, max_depth=args.max_depth, scheduler=scheduler, seed=args.seed)
+    for rep in range(args.repeats):  # round robin: a slow spell hits every engine alike
+        for name, engine, n_jobs, trees in plan:
+            r = run_engine(data, work / "run", engine, args.rows, n_jobs=n_jobs, trees=trees,
+                           max_depth=args.max_depth, scheduler=scheduler, seed=args.seed)
+            s = r["seconds"]
+            say(f"  {name} (run {rep + 1}): load {s['load']:.2f} s, fit {s['fit']:.2f} s, "
+                f"predict {s['predict']:.2f} s, AUC {r['auc']:.4f}")
+            if name not in runs:
+                runs[name] = {**r, "seconds_all": []}
+            runs[name]["seconds_all"].append(s)
+            runs[name]["seconds"] = {k: min(x[k] for x in runs[name]["seconds_all"])
+                                     for k in s}
     one, two = runs["pandas-sklearn n_jobs=1"], runs["pandas-sklearn n_jobs=2"]
     rf = runs["dask-rf 2 workers"]
     ratios = {"n_jobs=1 / dask-rf": one["seconds"]["fit"] / rf["seconds"]["fit"],
@@ -209,7 +219,8 @@ def section_compare(args, data: Path, work: Path, scheduler: str) -> dict:
               "n_jobs=1 / n_jobs=2": one["seconds"]["fit"] / two["seconds"]["fit"]}
     auc_diff = abs(rf["auc"] - one["auc"])
     return {"rows": args.rows, "trees": args.trees, "max_depth": args.max_depth,
-            "lightgbm_rounds": args.lgbm_rounds, "runs": runs, "fit_ratios": ratios,
+            "repeats": args.repeats, "lightgbm_rounds": args.lgbm_rounds, "runs": runs,
+            "fit_ratios": ratios,
             "auc_diff": auc_diff, "auc_diff_n_jobs_2": abs(rf["auc"] - two["auc"]),
             "auc_target": AUC_TARGET, "auc_held": auc_diff <= AUC_TARGET}
 
@@ -229,7 +240,10 @@ def compare_tables(c: dict, md: bool) -> str:
     verdict = "held" if c["auc_held"] else "MISSED"
     return (table(head_, rows, md) + "\n\n"
             f"{c['rows']:,} training rows, {next(iter(c['runs'].values()))['test_rows']:,} test "
-            f"rows (majority-class accuracy {maj:.4f}); dask-lightgbm: "
+            f"rows (majority-class accuracy {maj:.4f}); times: the best of "
+            f"{c.get('repeats', 1)} run(s) each, after an untimed warm-up. dask-rf: each worker "
+            f"fits its share of the trees on its half of the rows (cuML's algorithm), so it can "
+            f"gain more than 2x over 2 cores; the AUC gap is what that costs. dask-lightgbm: "
             f"{c['lightgbm_rounds']} boosting rounds, for context.\n"
             f"AUC gap between dask-rf (forests of the 2 workers merged) and one forest "
             f"(n_jobs=1) on the same rows: {c['auc_diff']:.4f} (target <= {AUC_TARGET}: "
@@ -683,6 +697,8 @@ def main() -> int:
     p.add_argument("--mem-trees", type=int, help="trees in the memory section (one core "
                    "builds one tree at a time, so the peak does not depend on it; time does)")
     p.add_argument("--lgbm-rounds", type=int, help="dask-lightgbm's boosting rounds")
+    p.add_argument("--repeats", type=int, help="timed runs of each engine in section 1 (the "
+                   "best is reported)")
     p.add_argument("--trees", type=int, default=10)
     p.add_argument("--max-depth", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
