@@ -640,12 +640,15 @@ def memory_tables(m: dict, md: bool) -> str:
         mine = [r for r in m["runs"] if r["contender"] == kind]
         ok = [r for r in mine if r["status"] == "ok"]
         last = ok[-1] if ok else None
+        first = mine[0] if mine and "cgroup_peak_bytes" in mine[0] else None
         failed = m["first_failed"][kind]
         rows.append([
             kind,
             rows_text(m["largest"][kind]) if m["largest"][kind] else "none",
             (f"{rows_text(failed['rows'])} ({failed['status']})" if failed
              else f"none up to {rows_text(m['sizes'][-1])}"),
+            (f"{first['cgroup_peak_bytes'] / 2**20:,.0f} ({rows_text(first['rows'])})"
+             if first else ""),
             f"{last['cgroup_peak_bytes'] / 2**20:,.0f}" if last and "cgroup_peak_bytes" in last
             else "",
             f"{last['seconds']['fit']:.1f}" if last else "",
@@ -661,7 +664,8 @@ def memory_tables(m: dict, md: bool) -> str:
     bound = (" (at least: dask-rf completed every size tried)"
              if m["open_ended"].get("dask-rf") else "")
     return (table(["contender", "largest file completed", "first failure",
-                   "cgroup peak MiB at largest", "fit s at largest",
+                   "cgroup peak MiB at the smallest", "at the largest completed",
+                   "fit s at largest",
                    "vs the seed's code"],
                   rows, md)
             + f"\n\nCap {m['cap_mib']} MiB via {how.get(m.get('how', ''), m.get('how'))}; "
@@ -673,6 +677,20 @@ def memory_tables(m: dict, md: bool) -> str:
 
 
 # --- main -------------------------------------------------------------------------------------
+
+def print_tables(result: dict, markdown: bool) -> None:
+    for md in (False, True) if markdown else (False,):
+        say("\n" + ("## markdown (docs/benchmarks.md)\n" if md else ""))
+        h = "### " if md else "== "
+        if "compare" in result:
+            say(f"{h}Fit time, side by side\n\n{compare_tables(result['compare'], md)}\n")
+        if "scale" in result:
+            say(f"{h}Scale\n\n{scale_tables(result['scale'], md)}\n")
+        say(f"{h}The seed's arithmetic, and corrected\n\n"
+            f"{seed_tables(result['seed'], result.get('compare'), md)}\n")
+        if "memory" in result:
+            say(f"{h}Memory under a cap\n\n{memory_tables(result['memory'], md)}\n")
+
 
 def ints(text: str) -> list[int]:
     return sorted(int(x.replace("_", "")) for x in text.split(",") if x.strip())
@@ -706,10 +724,15 @@ def main() -> int:
                    "compare,scale,memory")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/ctr.json"))
     p.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    p.add_argument("--render", type=Path, help="print the tables of an earlier run's JSON "
+                   "(nothing is measured)")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
         child(json.loads(args._child))
+        return 0
+    if args.render:
+        print_tables(json.loads(args.render.read_text()), args.markdown)
         return 0
     preset = QUICK if args.quick else DEFAULTS
     for key, value in preset.items():
@@ -754,17 +777,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     result["wall_s"] = time.perf_counter() - t_start
 
-    for md in (False, True) if args.markdown else (False,):
-        say("\n" + ("## markdown (docs/benchmarks.md)\n" if md else ""))
-        h = "### " if md else "== "
-        if "compare" in result:
-            say(f"{h}Fit time, side by side\n\n{compare_tables(result['compare'], md)}\n")
-        if "scale" in result:
-            say(f"{h}Scale\n\n{scale_tables(result['scale'], md)}\n")
-        say(f"{h}The seed's arithmetic, and corrected\n\n"
-            f"{seed_tables(result['seed'], result.get('compare'), md)}\n")
-        if "memory" in result:
-            say(f"{h}Memory under a cap\n\n{memory_tables(result['memory'], md)}\n")
+    print_tables(result, args.markdown)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     say(f"wrote {args.out} ({result['wall_s']:.0f} s)")
