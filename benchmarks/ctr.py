@@ -68,10 +68,10 @@ DEFAULTS = {"rows": 1_000_000, "test_rows": 100_000,
             "mem_sizes": [125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000,
                           8_000_000],
             "mem_cap_mib": 1024, "mem_timeout": 300, "mem_trees": 3, "lgbm_rounds": 100,
-            "repeats": 2}
+            "repeats": 2, "mem_refine": 2}
 QUICK = {"rows": 20_000, "test_rows": 5_000, "scale": [5_000, 10_000, 20_000, 40_000],
          "mem_sizes": [20_000], "mem_cap_mib": 1024, "mem_timeout": 90, "mem_trees": 3,
-         "lgbm_rounds": 20, "repeats": 1}
+         "lgbm_rounds": 20, "repeats": 1, "mem_refine": 0}
 CONTENDERS = ("pandas-seed", "pandas-usecols", "veil-pandas-sklearn", "dask-rf")
 
 
@@ -585,44 +585,72 @@ def section_memory(args, source: Path, work: Path) -> dict:
     cap = args.mem_cap_mib * 2**20
     say(f"\n[3] memory: the largest day file each contender completes (load, fit, predict) "
         f"under a {args.mem_cap_mib} MiB cap; files of {', '.join(map(rows_text, args.mem_sizes))}"
-        f" rows")
-    folders = {}
-    for n in args.mem_sizes:
-        d = work / f"mem-{n}"
-        d.mkdir(parents=True, exist_ok=True)
-        head(source / "day_15", d / "day_15", n)
-        os.link(source / "day_15_test", d / "day_15_test")
-        folders[n] = d
+        f" rows, then {args.mem_refine} bisection step(s) between the last file completed and "
+        f"the first failed")
+    folders: dict[int, Path] = {}
     out: dict = {"cap_mib": args.mem_cap_mib, "sizes": args.mem_sizes, "trees": args.mem_trees,
-                 "max_depth": args.max_depth, "contenders": args.contenders, "runs": [],
-                 "largest": dict.fromkeys(CONTENDERS, 0),
+                 "max_depth": args.max_depth, "contenders": args.contenders,
+                 "refine_steps": args.mem_refine, "runs": [],
+                 "doubling": {}, "largest": dict.fromkeys(CONTENDERS, 0),
                  "first_failed": dict.fromkeys(CONTENDERS)}
+
+    def attempt(kind: str, n: int, refine: bool) -> bool:
+        if n not in folders:
+            d = work / f"mem-{n}"
+            d.mkdir(parents=True, exist_ok=True)
+            head(source / "day_15", d / "day_15", n)
+            os.link(source / "day_15_test", d / "day_15_test")
+            folders[n] = d
+        spec = {"kind": kind, "data": str(folders[n]), "rows": n, "trees": args.mem_trees,
+                "depth": args.max_depth}
+        r = run_capped(spec, cap, args.mem_timeout)
+        r["refine"] = refine
+        out["runs"].append(r)
+        out["how"] = r["how"]
+        peak = r.get("peak_rss_bytes")
+        extra = (f", peak RSS {peak / 2**20:,.0f} MiB" if peak else "") + (
+            f", cgroup peak {r['cgroup_peak_bytes'] / 2**20:,.0f} MiB"
+            if "cgroup_peak_bytes" in r else "")
+        say(f"  {kind} {n:,} rows{' (bisection)' if refine else ''}: {r['status']} in "
+            f"{r['wall_s']:.1f} s{extra}"
+            + (f" ({r.get('error') or r.get('stderr_tail', '')})"
+               if r["status"] not in ("ok", "oom-killed") else ""))
+        if r["status"] != "ok":
+            failed = out["first_failed"][kind]
+            if failed is None or n < failed["rows"]:
+                out["first_failed"][kind] = {"rows": n, "status": r["status"]}
+            return False
+        out["largest"][kind] = max(out["largest"][kind], n)
+        return True
+
     try:
         for kind in args.contenders:
             for n in args.mem_sizes:
-                spec = {"kind": kind, "data": str(folders[n]), "rows": n,
-                        "trees": args.mem_trees,
-                        "depth": args.max_depth}
-                r = run_capped(spec, cap, args.mem_timeout)
-                out["runs"].append(r)
-                out["how"] = r["how"]
-                peak = r.get("peak_rss_bytes")
-                extra = (f", peak RSS {peak / 2**20:,.0f} MiB" if peak else "") + (
-                    f", cgroup peak {r['cgroup_peak_bytes'] / 2**20:,.0f} MiB"
-                    if "cgroup_peak_bytes" in r else "")
-                say(f"  {kind} {n:,} rows: {r['status']} in {r['wall_s']:.1f} s{extra}"
-                    + (f" ({r.get('error') or r.get('stderr_tail', '')})"
-                       if r["status"] not in ("ok", "oom-killed") else ""))
-                if r["status"] != "ok":
-                    out["first_failed"][kind] = {"rows": n, "status": r["status"]}
+                if not attempt(kind, n, False):
                     break
-                out["largest"][kind] = n
+            failed = out["first_failed"][kind]
+            out["doubling"][kind] = {"completed": out["largest"][kind],
+                                     "failed": failed["rows"] if failed else None}
+            for _ in range(args.mem_refine if failed else 0):
+                lo, hi = out["largest"][kind], out["first_failed"][kind]["rows"]
+                mid = int(round((lo + hi) / 2, -3))
+                if not lo < mid < hi:
+                    break
+                attempt(kind, mid, True)
+                for n in [n for n in folders if n not in args.mem_sizes]:
+                    shutil.rmtree(folders.pop(n), ignore_errors=True)
     finally:
         for d in folders.values():
             shutil.rmtree(d, ignore_errors=True)
     seed_max = out["largest"]["pandas-seed"]
     dask_max = out["largest"]["dask-rf"]
+    seed_fail = (out["first_failed"]["pandas-seed"] or {}).get("rows")
+    dask_fail = (out["first_failed"]["dask-rf"] or {}).get("rows")
     out["dask_over_seed"] = dask_max / seed_max if seed_max else None
+    # the true limits lie between the largest completed and the first failed: their ratio too
+    out["dask_over_seed_bounds"] = (
+        [dask_max / seed_fail if seed_fail else None,
+         dask_fail / seed_max if dask_fail and seed_max else None])
     out["dask_over_usecols"] = (dask_max / out["largest"]["pandas-usecols"]
                                 if out["largest"]["pandas-usecols"] else None)
     out["target"] = MEMORY_TARGET
@@ -639,11 +667,19 @@ def memory_tables(m: dict, md: bool) -> str:
     for kind in m["contenders"]:
         mine = [r for r in m["runs"] if r["contender"] == kind]
         ok = [r for r in mine if r["status"] == "ok"]
-        last = ok[-1] if ok else None
+        last = max(ok, key=lambda r: r["rows"]) if ok else None
         first = mine[0] if mine and "cgroup_peak_bytes" in mine[0] else None
         failed = m["first_failed"][kind]
+        dbl = m.get("doubling", {}).get(kind)
+        pts = sorted((r["rows"], r["cgroup_peak_bytes"]) for r in ok if "cgroup_peak_bytes" in r)
+        # between the largest completed and the largest at most half of it (a stable span)
+        below = [q for q in pts if pts and q[0] <= pts[-1][0] / 2]
+        slope = ((pts[-1][1] - below[-1][1]) / 2**20 / ((pts[-1][0] - below[-1][0]) / 1e6)
+                 if below else None)
         rows.append([
             kind,
+            (f"{rows_text(dbl['completed']) if dbl['completed'] else 'none'} / "
+             f"{rows_text(dbl['failed']) if dbl['failed'] else '-'}") if dbl else "",
             rows_text(m["largest"][kind]) if m["largest"][kind] else "none",
             (f"{rows_text(failed['rows'])} ({failed['status']})" if failed
              else f"none up to {rows_text(m['sizes'][-1])}"),
@@ -651,29 +687,37 @@ def memory_tables(m: dict, md: bool) -> str:
              if first else ""),
             f"{last['cgroup_peak_bytes'] / 2**20:,.0f}" if last and "cgroup_peak_bytes" in last
             else "",
+            f"{slope:,.0f}" if slope is not None else "",
             f"{last['seconds']['fit']:.1f}" if last else "",
-            f"{m['largest'][kind] / m['largest']['pandas-seed']:.1f}x"
+            f"{m['largest'][kind] / m['largest']['pandas-seed']:.2f}x"
             if m["largest"]["pandas-seed"] and m["largest"][kind] else ""])
     how = {"cgroup-v1": "a cgroup v1 memory limit (memory and memory+swap) on the child process "
            "and everything it starts", "rlimit-as": "RLIMIT_AS on the child process"}
     ratio, usecols = m["dask_over_seed"], m["dask_over_usecols"]
-    ratio_t = "n/a" if ratio is None else f"{ratio:.1f}x"
-    usecols_t = "n/a" if usecols is None else f"{usecols:.1f}x"
+    ratio_t = "n/a" if ratio is None else f"{ratio:.2f}x"
+    usecols_t = "n/a" if usecols is None else f"{usecols:.2f}x"
     verdict = ("undetermined: the seed's code completed every size tried" if m["held"] is None
                else "held" if m["held"] else "MISSED")
     bound = (" (at least: dask-rf completed every size tried)"
              if m["open_ended"].get("dask-rf") else "")
-    return (table(["contender", "largest file completed", "first failure",
+    lo, hi = m.get("dask_over_seed_bounds") or (None, None)
+    bounds = (f"; the true limits' ratio lies between {lo:.2f}x and {hi:.2f}x (largest "
+              f"completed against first failed)" if lo and hi else "")
+    return (table(["contender", "doubling: completed / failed", "largest file completed",
+                   "first failure",
                    "cgroup peak MiB at the smallest", "at the largest completed",
-                   "fit s at largest",
+                   "MiB per 1M more rows (largest completed vs half its size)", "fit s at largest",
                    "vs the seed's code"],
                   rows, md)
             + f"\n\nCap {m['cap_mib']} MiB via {how.get(m.get('how', ''), m.get('how'))}; "
             f"{m['trees']} trees of depth {m['max_depth']} (each process builds one tree at a "
             f"time, so the peak does not depend on the number of trees; fewer keep this short); "
             f"load, fit and predict the test file; an OOM-killed or timed-out run counts as "
-            f"failed.\ndask-rf / the seed's pandas code: {ratio_t}{bound} (target >= "
-            f"{MEMORY_TARGET:.0f}x: {verdict}); dask-rf / pandas with usecols: {usecols_t}.")
+            f"failed. Sizes double from {rows_text(m['sizes'][0])}, then "
+            f"{m.get('refine_steps', 0)} bisection step(s) narrow each contender's limit.\n"
+            f"dask-rf / the seed's pandas code: {ratio_t}{bound} (target >= "
+            f"{MEMORY_TARGET:.0f}x: {verdict}){bounds}; dask-rf / pandas with usecols: "
+            f"{usecols_t}.")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -712,6 +756,8 @@ def main() -> int:
     p.add_argument("--contenders", type=lambda t: [c for c in CONTENDERS if c in t.split(",")],
                    default=list(CONTENDERS), help="memory section: which of "
                    + ", ".join(CONTENDERS))
+    p.add_argument("--mem-refine", type=int, help="bisection steps after the doubling, "
+                   "between the last file completed and the first failed")
     p.add_argument("--mem-trees", type=int, help="trees in the memory section (one core "
                    "builds one tree at a time, so the peak does not depend on it; time does)")
     p.add_argument("--lgbm-rounds", type=int, help="dask-lightgbm's boosting rounds")
