@@ -93,3 +93,36 @@ def test_bad_training_options_are_refused_in_one_line(copy_home, tmp_path, capsy
     refused(capsys, ["solutions", "ctr", "train", "--data", str(d), "--out",
                      str(tmp_path / "run"), *args], message, home=copy_home)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_worker_killed_during_a_run_is_replaced_and_the_run_completes(tmp_path):
+    """Tasks prefer the worker holding their rows but may run elsewhere: a dead worker's
+    tasks rerun on its replacement instead of waiting forever for its address."""
+    import os
+    import signal
+
+    import psutil
+
+    from veil.solutions.ctr import generate
+
+    d = tmp_path / "criteo"
+    generate(d, sizes={"rows": 100_000, "test_rows": 2_000})
+    p = subprocess.Popen([*CLI, "train", "--data", str(d), "--out", str(tmp_path / "run"),
+                          "--engine", "dask-rf", "--no-track", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:  # the cluster is up: kill one worker before the rows are read
+            if line.startswith("Dask dashboard:"):
+                break
+        workers = [c for c in psutil.Process(p.pid).children()
+                   if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2
+        os.kill(workers[0].pid, signal.SIGKILL)
+        out, _ = p.communicate(timeout=120)
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        p.stderr.close()
+    assert p.returncode == 0
+    assert json.loads(out)["rows"] == 100_000

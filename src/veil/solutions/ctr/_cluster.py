@@ -123,8 +123,16 @@ def workers_of(client) -> list[str]:
 
 
 def _own_peak_rss() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident set size in bytes: Linux's VmHWM (ru_maxrss is carried
+    over exec, so a process started from a larger one would report that one's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
@@ -140,8 +148,10 @@ def peak_rss(client=None) -> dict[str, int]:
     memory is in "client". Peaks are over each process's lifetime."""
     out = {"client": _own_peak_rss()}
     if client is not None:
-        for addr, peak in sorted(client.run(_own_peak_rss).items()):
-            out[f"worker {addr}"] = int(peak)
+        # a worker that died (and was replaced) during the run has no peak to give
+        for addr, peak in sorted(client.run(_own_peak_rss, on_error="return").items()):
+            if isinstance(peak, int):
+                out[f"worker {addr}"] = peak
     return out
 
 

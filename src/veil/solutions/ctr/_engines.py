@@ -259,12 +259,12 @@ def _load(client, path: Path, addrs: Sequence[str], rows: int, cfg: TrainConfig,
     progress.start(len(ranges), f"reading {what} on {len(ranges)} worker"
                    f"{'s' if len(ranges) != 1 else ''}")
     futures = [client.submit(_read_part, str(path), s, e, lim, cfg.on_bad_lines, cats, fill,
-                             workers=[a], allow_other_workers=False, pure=False,
+                             workers=[a], allow_other_workers=True, pure=False,
                              key=f"read_partition-{path.name}-{i}-{os.urandom(4).hex()}")
                for i, ((s, e, lim), a) in enumerate(zip(ranges, addrs, strict=False))]
     _wait(client, futures, progress)
-    metas = _result([client.submit(_part_meta, f, workers=[a], pure=False)
-                     for f, a in zip(futures, addrs, strict=False)])
+    metas = _result([client.submit(_part_meta, f, workers=[a], allow_other_workers=True,
+                                   pure=False) for f, a in zip(futures, addrs, strict=False)])
     return futures, list(addrs[:len(futures)]), metas
 
 
@@ -333,6 +333,7 @@ def _predict_on_workers(client, model, test_path: Path, cfg: TrainConfig, progre
                                   progress, test_path.name, fill=features is None)
     [shared] = client.scatter([model], broadcast=True, hash=False)
     preds = [client.submit(_predict_part, shared, p, features, *extra, workers=[a],
+                           allow_other_workers=True,
                            pure=False, key=f"predict-{i}-{os.urandom(4).hex()}")
              for i, (p, a) in enumerate(zip(parts, holders, strict=True))]
     out = _result(preds)
@@ -419,7 +420,7 @@ def _dask_rf(client, cfg: TrainConfig, train_path: Path, test_path: Path, say,
     t0 = time.perf_counter()
     progress.start(len(keep), f"fitting {cfg.trees} trees on {len(keep)} workers")
     fits = [client.submit(_fit_forest, [parts[i]], n, cfg.max_depth, int(s),
-                          workers=[holders[i]], allow_other_workers=False, pure=False,
+                          workers=[holders[i]], allow_other_workers=True, pure=False,
                           key=f"fit_forest-{j}-{os.urandom(4).hex()}")
             for j, (i, n, s) in enumerate(zip(keep, shares, seeds, strict=True))]
     _wait(client, fits, progress)
@@ -559,7 +560,7 @@ def _warm(client, *modules: str) -> None:
     import importlib
 
     for name in modules:
-        client.run(importlib.import_module, name)
+        client.run(importlib.import_module, name, on_error="ignore")  # a dead worker: none
         importlib.import_module(name)
 
 
@@ -583,7 +584,8 @@ def _dask_lightgbm(client, cfg: TrainConfig, train_path: Path, test_path: Path, 
     _wait(client, [client.submit(_quiet_lightgbm, workers=[a], pure=False) for a in addrs])
     table, stats = None, {}
     if cfg.categorical == "target":
-        stats = {i: client.submit(_cat_stats, parts[i], workers=[holders[i]], pure=False,
+        stats = {i: client.submit(_cat_stats, parts[i], workers=[holders[i]],
+                                  allow_other_workers=True, pure=False,
                                   key=f"category_counts-{i}-{os.urandom(4).hex()}")
                  for i in keep}
         table = client.submit(_merge_stats, *stats.values(), pure=False,
@@ -594,9 +596,10 @@ def _dask_lightgbm(client, cfg: TrainConfig, train_path: Path, test_path: Path, 
     for i in keep:
         own = stats[i] if table is not None and len(keep) > 1 else None
         x = client.submit(_features, parts[i], cfg.categorical, table, own,
-                          workers=[holders[i]], pure=False,
+                          workers=[holders[i]], allow_other_workers=True, pure=False,
                           key=f"features-{i}-{os.urandom(4).hex()}")
-        y = client.submit(_labels, parts[i], workers=[holders[i]], pure=False,
+        y = client.submit(_labels, parts[i], workers=[holders[i]], allow_other_workers=True,
+                          pure=False,
                           key=f"labels-{i}-{os.urandom(4).hex()}")
         xs.append(da.from_delayed(x, shape=(metas[i][0], n_features), dtype=np.float32))
         ys.append(da.from_delayed(y, shape=(metas[i][0],), dtype=np.int8))
