@@ -27,7 +27,7 @@ BLOCK_TIMEOUT_S = 300.0
 HEAVY = ("veil privacy fit", "veil privacy evaluate", "veil privacy attack", "veil privacy leakage",
          "veil solutions face-privacy evaluate", "veil train lane-detection",
          "veil solutions face-privacy generate", "veil solutions lane-detection generate",
-         "veil privacy generate")
+         "veil privacy generate", "veil solutions ctr generate", "veil solutions ctr train")
 
 
 def _kill_processes_of(home: Path) -> None:
