@@ -1,5 +1,5 @@
-# veil's image: the `veil` command with its PyTorch (CPU build), serving (PyTriton) and lineage
-# (MLflow) extras. The Kubernetes manifests veil writes run `veil:latest` unless given --image:
+# veil's image: the `veil` command with its PyTorch (CPU build), serving (PyTriton), lineage
+# (MLflow) and Dask (the CTR job's scheduler, workers and engines) extras. The Kubernetes manifests veil writes run `veil:latest` unless given --image:
 #   docker build -t veil:latest .        (docs/container.md: the tag, --image, a registry)
 FROM python:3.11-slim-bookworm
 
@@ -28,7 +28,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 # veil's dependencies are as pyproject.toml gives them (not repeated here)
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[torch,serve,track]"
+RUN pip install --no-cache-dir ".[torch,serve,track,dask]"
 
 # Not root: the home (VEIL_HOME defaults to ~/.veil) and the working folder, where veil writes
 # its ./veil-privacy-TASK folders, belong to the user veil. Numeric, so that a pod's

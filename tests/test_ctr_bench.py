@@ -51,6 +51,7 @@ def test_linear_and_power_law_fits_predict_the_largest_point_from_the_others():
     assert math.isclose(m["proportional"]["predicted_s"], 16.0)  # the seed's way: 8 s x 8/4
 
 
+@pytest.mark.slow  # 35 s: the benchmark's quick run (its arithmetic is tested above)
 def test_quick_run_measures_every_section_side_by_side_and_writes_the_json(quick):
     stdout, res = quick
     runs = res["compare"]["runs"]

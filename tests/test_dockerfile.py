@@ -118,7 +118,7 @@ def test_torch_is_the_cpu_build_at_the_torch_extras_pin_before_veil(instructions
 def test_veil_is_installed_with_every_extra_but_the_test_tools(instructions):
     extras = re.search(r"\[project\.optional-dependencies\](.*?)\n\[", _pyproject(), re.S)
     names = set(re.findall(r"^(\w+) = \[", extras.group(1), re.M)) - {"dev"}
-    assert names == {"torch", "serve", "track"}
+    assert names == {"torch", "serve", "track", "dask"}
     (run,) = [r for r in _runs(instructions) if re.search(r"pip install .*\"\.\[", r)]
     assert set(re.search(r"\"\.\[([^\]]*)\]\"", run).group(1).split(",")) == names
 

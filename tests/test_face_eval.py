@@ -116,6 +116,7 @@ def test_noisy_evaluation_fits_on_the_fit_set_and_costs_accuracy(fddb, tmp_path)
     assert 0 < noisy["mAP"] < clean["mAP"]
 
 
+@pytest.mark.slow  # 25 s; the README test runs scenario 2 on a volume with its lineage
 def test_scenario_2_reads_a_volume_and_snapshots_the_results(fddb, tmp_path, copy_home):
     from veil import data
 

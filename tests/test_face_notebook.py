@@ -13,6 +13,7 @@ nbclient = pytest.importorskip("nbclient")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "face_privacy.ipynb"
 
 
+@pytest.mark.slow  # 24 s: the notebook end to end
 def test_the_notebook_runs_and_shows_clean_and_obfuscated_detections(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_FACES_DATA", str(tmp_path / "FDDB"))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

@@ -164,7 +164,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("fn", "args"), BAD, ids=lambda v: repr(v)[:40])
+@pytest.mark.parametrize(("fn", "args"), BAD,  # ids the same in every process (pytest-xdist)
+                         ids=[f"{fn.__name__}{args!r}"[:40] for fn, args in BAD])
 def test_bad_input_is_refused_in_one_line(fn, args):
     with pytest.raises(InvalidArgument) as e:
         fn(*args)
