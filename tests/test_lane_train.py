@@ -39,6 +39,7 @@ def _train(*extra: str) -> list[str]:
             "--val-batch-size", "2", "--no-use-workers", *extra]
 
 
+@pytest.mark.slow  # 20 s; the README test trains 2 processes, snapshots, clones
 def test_two_processes_snapshot_lineage_and_retraining_from_a_restore(home, capsys):
     _volume_with_data()
     assert main(_train("--volume", "tusimple", "--processes", "2", "--enable-snapshot")) == 0

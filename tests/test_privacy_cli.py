@@ -43,6 +43,7 @@ def test_generate_writes_the_imagefolder_layout_and_is_seeded(data, tmp_path):
     assert not (tmp_path / "none").exists() and list(tmp_path.iterdir()) == [again]
 
 
+@pytest.mark.slow  # 40 s; the README test runs fit, evaluate and attack
 def test_fit_evaluate_attack_bench_from_the_command_line(data, tmp_path):
     wd = tmp_path / "wd"
     fit = json.loads(veil("fit", "--data", str(data), "--alpha", "0.9", "--epochs", "1",
