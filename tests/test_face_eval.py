@@ -44,7 +44,7 @@ def results_block(stdout: str) -> list[str]:
     return lines[start:end + 1]
 
 
-@pytest.mark.slow  # 17 s; the README test runs the clean job, test_log_lines_are_the_seeds_format the format
+@pytest.mark.slow  # 17 s; the README test runs the clean job (and a test below the format)
 def test_clean_evaluation_prints_the_seeds_log_and_finds_the_faces(fddb, tmp_path):
     p = veil("evaluate", "--dataset", str(fddb), "--out", str(tmp_path / "out"))
     block = results_block(p.stdout)
