@@ -3,7 +3,7 @@ contract: a `Solution` registered from the module named by a `veil.solutions` en
 
     >>> from veil import solutions
     >>> [s.name for s in solutions.list_solutions()]
-    ['face-privacy', 'lane-detection']
+    ['ctr', 'face-privacy', 'lane-detection']
     >>> solutions.create_model("lane-detection", "light")
 
 The CLI builds `veil solutions NAME generate|check|score|<job>|export k8s` from this registry.

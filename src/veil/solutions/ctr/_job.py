@@ -45,7 +45,12 @@ def train(cfg: TrainConfig, ctx: JobContext) -> JobOutput:
     """Train and score; the test scores and timings for MLflow, the snapshot's labels."""
     from veil.solutions.ctr._engines import train as fit
 
-    res = fit(cfg, log=ctx.log, progress=ctx.progress)
+    try:
+        res = fit(cfg, log=ctx.log, progress=ctx.progress)
+    except BaseException:
+        if ctx.out is not None and ctx.out.is_dir() and not any(ctx.out.iterdir()):
+            ctx.out.rmdir()  # a failed run leaves no empty run folder on the volume
+        raise
     m = res.metrics
     metrics = {f"test_{k}": float(v) for k, v in m.items() if isinstance(v, (int, float))}
     metrics.update({f"{k}_s": float(v) for k, v in res.seconds.items()})
