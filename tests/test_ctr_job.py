@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,44 @@ def test_a_worker_killed_during_a_run_is_replaced_and_the_run_completes(tmp_path
         p.stderr.close()
     assert p.returncode == 0
     assert json.loads(out)["rows"] == 100_000
+
+
+def test_train_on_a_cluster_started_apart_with_dasks_own_commands(tmp_path):
+    """`--scheduler tcp://HOST:PORT` trains on a cluster the user started (`dask scheduler`,
+    `dask worker`), as on many machines: the workers read the rows themselves."""
+    import time
+
+    from veil.solutions.ctr import generate
+
+    d = tmp_path / "criteo"
+    generate(d, sizes={"rows": 6_000, "test_rows": 1_000})
+    bindir = Path(sys.executable).parent
+    info = tmp_path / "scheduler.json"
+    log = open(tmp_path / "cluster.log", "wb")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([bindir / "dask", "scheduler", "--host", "127.0.0.1", "--port",
+                               "0", "--no-dashboard", "--scheduler-file", info],
+                              stdout=log, stderr=log)]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        procs.append(subprocess.Popen([bindir / "dask", "worker", address, "--nworkers", "2",
+                                       "--nthreads", "1", "--no-dashboard"],
+                                      stdout=log, stderr=log))
+        from distributed import Client
+
+        with Client(address, timeout=30) as c:  # both workers have joined
+            c.wait_for_workers(2, timeout=60)
+        p = veil("train", "--data", str(d), "--out", str(tmp_path / "run"), "--engine",
+                 "dask-rf", "--scheduler", address, "--no-track", "--json")
+        out = json.loads(p.stdout)
+        assert f"Using the Dask scheduler at {address} with 2 workers" in p.stderr
+        assert out["rows"] == 6_000 and out["workers"] == 2
+        assert sum(k.startswith("worker ") for k in out["peak_rss_bytes"]) == 2
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        log.close()
