@@ -24,6 +24,7 @@ def veil(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     return p
 
 
+@pytest.mark.slow  # 12-17 s; the README test runs this flow (its exit codes, not these checks)
 def test_generate_check_train_on_a_volume_snapshot_and_lineage(copy_home, tmp_path):
     from veil import data
 
