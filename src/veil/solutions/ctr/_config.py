@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from veil.errors import InvalidArgument
@@ -15,7 +14,6 @@ CATEGORICAL = ("none", "hashed", "target")
 ON_BAD_LINES = ("error", "skip")
 MAX_TREES = 10_000
 MAX_WORKERS = 512
-_SCHEDULER = re.compile(r"(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
 
 
 @dataclass
@@ -67,9 +65,14 @@ class TrainConfig:
         if self.categorical != "none" and self.engine != "dask-lightgbm":
             raise InvalidArgument(f"--categorical {self.categorical} needs --engine "
                                   f"dask-lightgbm (the forests use the 13 counts, as the seed)")
-        if self.scheduler and not _SCHEDULER.fullmatch(self.scheduler):
-            raise InvalidArgument(f"--scheduler must be a Dask scheduler address such as "
-                                  f"tcp://10.0.0.5:8786, not {self.scheduler!r}")
+        if self.scheduler:
+            from veil.solutions.ctr._cluster import check_address  # the one address rule
+
+            try:
+                check_address(self.scheduler)
+            except InvalidArgument:
+                raise InvalidArgument(f"--scheduler must be a Dask scheduler address such as "
+                                      f"tcp://10.0.0.5:8786, not {self.scheduler!r}") from None
         if self.scheduler and self.engine == "pandas-sklearn":
             raise InvalidArgument("--scheduler is for the Dask engines: pandas-sklearn trains "
                                   "in this process")
